@@ -1,0 +1,134 @@
+/**
+ * The `herald` command: serve | migrate | emit | config. Flags override environment
+ * variables, which override defaults (src/config.ts).
+ */
+import { Command, Option } from 'commander';
+import { loadConfig, redactConfig, settingsTable, type ConfigInput } from './config.ts';
+import { migrate } from './db/migrate.ts';
+import { createPool } from './db/pool.ts';
+import { HeraldError } from './errors.ts';
+import { EventLog } from './events/log.ts';
+import { startHerald } from './herald.ts';
+import { createLogger } from './logger.ts';
+
+interface CommonFlags {
+  port?: string;
+  host?: string;
+  databaseUrl?: string;
+  dataDir?: string;
+  logLevel?: string;
+}
+
+function configFrom(flags: CommonFlags) {
+  const input: ConfigInput = {
+    port: flags.port,
+    host: flags.host,
+    databaseUrl: flags.databaseUrl,
+    dataDir: flags.dataDir,
+    logLevel: flags.logLevel,
+  };
+  return loadConfig(input);
+}
+
+const withCommon = (cmd: Command) =>
+  cmd
+    .addOption(new Option('--database-url <url>', 'PostgreSQL URL (env DATABASE_URL; unset: embedded PostgreSQL)'))
+    .addOption(new Option('--data-dir <dir>', 'local state directory (env HERALD_DATA_DIR)'))
+    .addOption(new Option('--log-level <level>', 'log level (env LOG_LEVEL)'));
+
+async function needDatabase(flags: CommonFlags) {
+  const config = configFrom(flags);
+  if (!config.databaseUrl) {
+    throw new HeraldError('HERALD_ERR_CONFIG', 'this command needs DATABASE_URL (or --database-url); `herald serve` starts the embedded database');
+  }
+  const logger = createLogger(config.logLevel === 'info' ? 'warn' : config.logLevel);
+  return { config, logger, pool: createPool(config.databaseUrl, 2, logger) };
+}
+
+export function buildCli(): Command {
+  const program = new Command('herald')
+    .description('Realtime event gateway for PostgreSQL')
+    .showHelpAfterError()
+    .addHelpText('after', `\nConfiguration (environment variables; flags win):\n${settingsTable()}\n`);
+
+  withCommon(program.command('serve').description('run the gateway (HTTP, SSE, long-poll) on PORT'))
+    .addOption(new Option('-p, --port <port>', 'HTTP port (env PORT)'))
+    .addOption(new Option('--host <host>', 'interface to bind (env HOST)'))
+    .action(async (flags: CommonFlags) => {
+      const config = configFrom(flags);
+      const logger = createLogger(config.logLevel);
+      logger.info({ config: redactConfig(config) }, 'starting herald');
+      const herald = await startHerald(config, { logger });
+      console.log(`herald listening on ${herald.url}`);
+      let signals = 0;
+      const stop = (signal: string) => {
+        if (++signals > 1) {
+          logger.warn({ signal }, 'second signal: exiting now');
+          process.exit(1);
+        }
+        logger.info({ signal }, 'shutting down');
+        herald.close().then(
+          () => process.exit(0),
+          (err: unknown) => {
+            logger.error({ err }, 'shutdown failed');
+            process.exit(1);
+          },
+        );
+      };
+      process.on('SIGINT', () => stop('SIGINT'));
+      process.on('SIGTERM', () => stop('SIGTERM'));
+    });
+
+  withCommon(program.command('migrate').description('apply pending migrations and exit')).action(async (flags: CommonFlags) => {
+    const { logger, pool } = await needDatabase(flags);
+    try {
+      const applied = await migrate(pool, logger);
+      console.log(applied.length ? `applied migrations ${applied.join(', ')}` : 'schema is up to date');
+    } finally {
+      await pool.end();
+    }
+  });
+
+  withCommon(program.command('emit').description('append one event to the log and print its id'))
+    .argument('<topic>', 'topic, e.g. package:left-pad')
+    .argument('<type>', 'event type, e.g. published')
+    .argument('[data]', 'JSON data', 'null')
+    .action(async (topic: string, type: string, data: string, flags: CommonFlags) => {
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(data);
+      } catch {
+        throw new HeraldError('HERALD_ERR_BAD_REQUEST', `data is not valid JSON: ${data.slice(0, 80)}`);
+      }
+      const { pool } = await needDatabase(flags);
+      try {
+        console.log(await new EventLog(pool).emit({ topic, type, data: parsed }));
+      } finally {
+        await pool.end();
+      }
+    });
+
+  program
+    .command('config')
+    .description('print every setting with its default, or the resolved values with --resolved')
+    .option('--resolved', 'print the values this environment resolves to (secrets hidden)')
+    .action((opts: { resolved?: boolean }) => {
+      console.log(opts.resolved ? JSON.stringify(redactConfig(loadConfig()), null, 2) : settingsTable());
+    });
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  try {
+    await buildCli().parseAsync(argv);
+  } catch (err) {
+    const message = err instanceof HeraldError ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err);
+    console.error(`herald: ${message}`);
+    process.exit(err instanceof HeraldError && err.code === 'HERALD_ERR_CONFIG' ? 78 : 1);
+  }
+}
+
+if (process.argv[1] && import.meta.url.endsWith(process.argv[1].split('/').pop()!)) {
+  void main(process.argv);
+}

@@ -1,0 +1,183 @@
+/**
+ * Every setting Herald has, parsed once. This is the only module that reads `process.env`.
+ * Precedence: CLI flag, then environment variable, then the default below. The resulting
+ * object is frozen and passed down; modules never re-read options.
+ *
+ * The SETTINGS table is also the source of `herald --help` and of the configuration table in
+ * README.md (a test checks that every variable appears there).
+ */
+import { z } from 'zod';
+import { HeraldError } from './errors.ts';
+
+const SECOND_MS = 1000;
+const MINUTE_MS = 60 * SECOND_MS;
+const DAY_MS = 24 * 60 * MINUTE_MS;
+const MIB = 1024 * 1024;
+const KIB = 1024;
+
+const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const bool = z.union([z.boolean(), z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1')]);
+const list = z.union([z.array(z.string()), z.string()]).transform((v) =>
+  (Array.isArray(v) ? v : v.split(',')).map((s) => s.trim()).filter((s) => s.length > 0),
+);
+
+interface Setting<S extends z.ZodType> {
+  env: string;
+  schema: S;
+  doc: string;
+  /** Shown instead of the value in docs and logs (tokens, URLs with passwords). */
+  secret?: boolean;
+}
+
+const setting = <S extends z.ZodType>(s: Setting<S>) => s;
+
+/** Every setting: its environment variable, how to parse it, and what it does. */
+export const SETTINGS = {
+  port: setting({ env: 'PORT', schema: int(0, 65535), doc: 'HTTP port to listen on (0 picks a free port).' }),
+  host: setting({ env: 'HOST', schema: z.string().min(1), doc: 'Interface to bind.' }),
+  databaseUrl: setting({
+    env: 'DATABASE_URL',
+    schema: z.string().url().optional(),
+    doc: 'PostgreSQL URL. Unset: start an embedded PostgreSQL with data in `<dataDir>/pg`.',
+    secret: true,
+  }),
+  dataDir: setting({ env: 'HERALD_DATA_DIR', schema: z.string().min(1), doc: 'Directory for local state (embedded PostgreSQL, bucket).' }),
+  embeddedPgPort: setting({ env: 'HERALD_EMBEDDED_PG_PORT', schema: int(1, 65535), doc: 'Port of the embedded PostgreSQL.' }),
+  dbPoolMax: setting({ env: 'HERALD_DB_POOL_MAX', schema: int(2, 1000), doc: 'Connections in the query pool (the LISTEN connection is extra).' }),
+  logLevel: setting({
+    env: 'LOG_LEVEL',
+    schema: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']),
+    doc: 'pino log level.',
+  }),
+  publishTokens: setting({
+    env: 'HERALD_PUBLISH_TOKENS',
+    schema: list,
+    doc: 'Comma-separated bearer tokens allowed to `POST /v1/events` (two for rotation). Empty: publishing over HTTP is off.',
+    secret: true,
+  }),
+  safetyPollMs: setting({
+    env: 'HERALD_SAFETY_POLL_MS',
+    schema: int(50, 10 * MINUTE_MS),
+    doc: 'How often the listener re-reads the log even without a NOTIFY (covers lost notifications).',
+  }),
+  listenerBatchSize: setting({ env: 'HERALD_LISTENER_BATCH_SIZE', schema: int(1, 100_000), doc: 'Rows per read when the listener fetches new events.' }),
+  listenerReconnectMaxMs: setting({
+    env: 'HERALD_LISTENER_RECONNECT_MAX_MS',
+    schema: int(100, 10 * MINUTE_MS),
+    doc: 'Cap of the LISTEN reconnect backoff (exponential from 100 ms, with jitter; retries forever).',
+  }),
+  replayPageSize: setting({ env: 'HERALD_REPLAY_PAGE_SIZE', schema: int(1, 100_000), doc: 'Rows per table read during catch-up.' }),
+  maxClientQueueBytes: setting({
+    env: 'HERALD_MAX_CLIENT_QUEUE_BYTES',
+    schema: int(16 * KIB, 1024 * MIB),
+    doc: 'Per-subscriber live buffer, in bytes. Past it the subscriber reads from the table at its own pace.',
+  }),
+  maxClientQueueEvents: setting({ env: 'HERALD_MAX_CLIENT_QUEUE_EVENTS', schema: int(16, 10_000_000), doc: 'Per-subscriber live buffer, in events.' }),
+  retentionMaxAgeMs: setting({
+    env: 'HERALD_RETENTION_MAX_AGE_MS',
+    schema: int(0, 100 * 365 * DAY_MS),
+    doc: 'Delete events older than this (0 keeps them forever).',
+  }),
+  retentionMaxEvents: setting({ env: 'HERALD_RETENTION_MAX_EVENTS', schema: int(0, Number.MAX_SAFE_INTEGER), doc: 'Keep at most this many newest events (0: no limit).' }),
+  retentionIntervalMs: setting({ env: 'HERALD_RETENTION_INTERVAL_MS', schema: int(100, DAY_MS), doc: 'How often the pruner runs.' }),
+  retentionBatchSize: setting({ env: 'HERALD_RETENTION_BATCH_SIZE', schema: int(1, 1_000_000), doc: 'Rows deleted per pruning transaction.' }),
+  maxBodyBytes: setting({ env: 'HERALD_MAX_BODY_BYTES', schema: int(1 * KIB, 256 * MIB), doc: 'Largest accepted request body (413 above).' }),
+  maxEventDataBytes: setting({ env: 'HERALD_MAX_EVENT_DATA_BYTES', schema: int(16, 64 * MIB), doc: 'Largest `data` of one event published over HTTP.' }),
+  pollDefaultLimit: setting({ env: 'HERALD_POLL_DEFAULT_LIMIT', schema: int(1, 100_000), doc: 'Events per `GET /v1/events` when `limit` is omitted.' }),
+  pollMaxLimit: setting({ env: 'HERALD_POLL_MAX_LIMIT', schema: int(1, 100_000), doc: 'Largest accepted `limit`.' }),
+  pollMaxWaitS: setting({ env: 'HERALD_POLL_MAX_WAIT_S', schema: int(0, 3600), doc: 'Largest accepted long-poll `wait`, in seconds.' }),
+  sseHeartbeatMs: setting({ env: 'HERALD_SSE_HEARTBEAT_MS', schema: int(100, 10 * MINUTE_MS), doc: 'SSE comment heartbeat interval.' }),
+  checkpointIntervalMs: setting({
+    env: 'HERALD_CHECKPOINT_INTERVAL_MS',
+    schema: int(50, 10 * MINUTE_MS),
+    doc: 'How often a filtered stream is sent a `checkpoint` while the head moves past its last event.',
+  }),
+  shutdownGraceMs: setting({ env: 'HERALD_SHUTDOWN_GRACE_MS', schema: int(0, 10 * MINUTE_MS), doc: 'Time given to streams to drain on SIGTERM.' }),
+} as const;
+
+type Settings = typeof SETTINGS;
+export type Config = {
+  readonly [K in keyof Settings]: z.output<Settings[K]['schema']>;
+};
+
+/** Defaults, one place. Units are in the names. */
+export const defaults = {
+  port: 8080,
+  host: '0.0.0.0',
+  databaseUrl: undefined,
+  dataDir: './.herald',
+  embeddedPgPort: 54329,
+  dbPoolMax: 10,
+  logLevel: 'info',
+  publishTokens: [],
+  // 1 s: a NOTIFY is never lost on a live connection, so this only bounds the delay after
+  // an unnoticed half-dead LISTEN socket; one indexed `id > head` query per second is free.
+  safetyPollMs: 1 * SECOND_MS,
+  listenerBatchSize: 1000,
+  listenerReconnectMaxMs: 5 * SECOND_MS,
+  replayPageSize: 500,
+  maxClientQueueBytes: 1 * MIB,
+  maxClientQueueEvents: 10_000,
+  retentionMaxAgeMs: 7 * DAY_MS,
+  retentionMaxEvents: 0,
+  retentionIntervalMs: 1 * MINUTE_MS,
+  retentionBatchSize: 5000,
+  maxBodyBytes: 1 * MIB,
+  maxEventDataBytes: 256 * KIB,
+  pollDefaultLimit: 100,
+  pollMaxLimit: 1000,
+  pollMaxWaitS: 60,
+  // 15 s keeps idle SSE streams alive through proxies that cut at 30–60 s.
+  sseHeartbeatMs: 15 * SECOND_MS,
+  checkpointIntervalMs: 5 * SECOND_MS,
+  shutdownGraceMs: 5 * SECOND_MS,
+} satisfies Config;
+
+export type ConfigInput = { [K in keyof Config]?: unknown };
+
+/**
+ * Resolves the configuration: `flags` (already-parsed CLI values) over `env` over defaults.
+ * Throws HERALD_ERR_CONFIG naming every offending setting and its variable.
+ */
+export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = process.env): Config {
+  const out: Record<string, unknown> = {};
+  const problems: string[] = [];
+  for (const [key, s] of Object.entries(SETTINGS) as [keyof Config, Setting<z.ZodType>][]) {
+    const fromFlag = flags[key];
+    const fromEnv = env[s.env];
+    const raw = fromFlag !== undefined ? fromFlag : fromEnv !== undefined && fromEnv !== '' ? fromEnv : defaults[key];
+    const parsed = s.schema.safeParse(raw);
+    if (parsed.success) out[key] = parsed.data;
+    else {
+      const shown = s.secret ? '<hidden>' : JSON.stringify(raw);
+      problems.push(`${key} (${s.env}=${shown}): ${parsed.error.issues.map((i) => i.message).join('; ')}`);
+    }
+  }
+  if (problems.length === 0) {
+    const c = out as Config;
+    if (c.pollDefaultLimit > c.pollMaxLimit) problems.push(`pollDefaultLimit (${c.pollDefaultLimit}) must not exceed pollMaxLimit (${c.pollMaxLimit})`);
+  }
+  if (problems.length > 0) {
+    throw new HeraldError('HERALD_ERR_CONFIG', `invalid configuration:\n  ${problems.join('\n  ')}`);
+  }
+  return Object.freeze(out as Config);
+}
+
+/** The configuration as safe to log: secrets replaced. */
+export function redactConfig(config: Config): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, s] of Object.entries(SETTINGS) as [keyof Config, Setting<z.ZodType>][]) {
+    out[key] = s.secret && config[key] !== undefined ? '<redacted>' : config[key];
+  }
+  return out;
+}
+
+/** Markdown table of every setting, for README.md and `herald config`. */
+export function settingsTable(): string {
+  const rows = (Object.entries(SETTINGS) as [keyof Config, Setting<z.ZodType>][]).map(([key, s]) => {
+    const d = defaults[key];
+    const shown = d === undefined ? '—' : Array.isArray(d) ? (d.length ? d.join(',') : '(empty)') : String(d);
+    return `| \`${s.env}\` | \`${key}\` | ${shown} | ${s.doc} |`;
+  });
+  return ['| Variable | Key | Default | Meaning |', '| --- | --- | --- | --- |', ...rows].join('\n');
+}

@@ -1,0 +1,51 @@
+/** The query pool. One per process; the LISTEN connection is separate (events/listener.ts). */
+import pg from 'pg';
+import type { Logger } from '../logger.ts';
+
+// int8 (event ids, counts) as JS numbers: ids stay far below 2^53 (a million events a
+// second for 285 years), and numbers keep the wire format plain JSON.
+const INT8_OID = 20;
+const types = {
+  getTypeParser(oid: number, format?: 'text' | 'binary') {
+    if (oid === INT8_OID) return (v: string) => Number(v);
+    return pg.types.getTypeParser(oid, format);
+  },
+};
+
+export type Pool = pg.Pool;
+
+/** A pool whose idle-client errors (Postgres restarting) are logged instead of crashing. */
+export function createPool(connectionString: string, max: number, logger: Logger): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString,
+    max,
+    types: types as pg.CustomTypesConfig,
+    // A Postgres restart breaks every idle client at once; they are discarded and reopened.
+    idleTimeoutMillis: 30_000,
+    connectionTimeoutMillis: 10_000,
+    application_name: 'herald',
+  });
+  pool.on('error', (err) => logger.warn({ err: err.message }, 'idle database client failed; it will be replaced'));
+  return pool;
+}
+
+/** Runs `fn` in one transaction on one client, rolling back on any throw. */
+export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  try {
+    await client.query('begin');
+    const result = await fn(client);
+    await client.query('commit');
+    return result;
+  } catch (err) {
+    await client.query('rollback').catch(() => undefined);
+    throw err;
+  } finally {
+    client.release();
+  }
+}
+
+/** Quotes an SQL identifier; the only way identifiers enter SQL text. */
+export function escapeIdentifier(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}

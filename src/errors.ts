@@ -1,0 +1,82 @@
+/**
+ * Every error Herald reports, with a stable code. Callers match on `code`, never on the
+ * message. Transports map errors to the wire from these fields and never re-derive meaning:
+ * HTTP uses `httpStatus`, WebSocket uses `closeCode` (4000–4999 is left to applications by
+ * RFC 6455) when the error ends the connection, and every transport puts `wire` in
+ * `{error:{code,message}}`. The wire names are part of the API (DESIGN.md); the
+ * `HERALD_ERR_*` names are for code and logs. docs/errors.md lists them all.
+ */
+
+export interface ErrorSpec {
+  /** Short name sent to clients in `error.code`. */
+  wire: string;
+  httpStatus: number;
+  /** WebSocket close code used when this error ends a connection. */
+  closeCode: number;
+  /** Whether the same request may succeed later without changing it. */
+  retryable: boolean;
+}
+
+export const ERROR_SPECS = {
+  HERALD_ERR_BAD_REQUEST: { wire: 'bad_request', httpStatus: 400, closeCode: 4000, retryable: false },
+  HERALD_ERR_UNAUTHORIZED: { wire: 'unauthorized', httpStatus: 401, closeCode: 4001, retryable: false },
+  HERALD_ERR_FORBIDDEN: { wire: 'forbidden', httpStatus: 403, closeCode: 4003, retryable: false },
+  HERALD_ERR_NOT_FOUND: { wire: 'not_found', httpStatus: 404, closeCode: 4004, retryable: false },
+  HERALD_ERR_METHOD_NOT_ALLOWED: { wire: 'method_not_allowed', httpStatus: 405, closeCode: 4005, retryable: false },
+  HERALD_ERR_EPOCH_MISMATCH: { wire: 'epoch_mismatch', httpStatus: 409, closeCode: 4009, retryable: false },
+  HERALD_ERR_POSITION_AHEAD: { wire: 'cursor_ahead', httpStatus: 409, closeCode: 4009, retryable: false },
+  HERALD_ERR_POSITION_EXPIRED: { wire: 'cursor_expired', httpStatus: 410, closeCode: 4010, retryable: false },
+  HERALD_ERR_PAYLOAD_TOO_LARGE: { wire: 'payload_too_large', httpStatus: 413, closeCode: 1009, retryable: false },
+  HERALD_ERR_UNSUPPORTED_MEDIA_TYPE: { wire: 'unsupported_media_type', httpStatus: 415, closeCode: 4015, retryable: false },
+  HERALD_ERR_RATE_LIMITED: { wire: 'rate_limited', httpStatus: 429, closeCode: 4029, retryable: true },
+  HERALD_ERR_SLOW_CONSUMER: { wire: 'slow_consumer', httpStatus: 503, closeCode: 4008, retryable: true },
+  HERALD_ERR_SHUTTING_DOWN: { wire: 'shutting_down', httpStatus: 503, closeCode: 1001, retryable: true },
+  HERALD_ERR_UNAVAILABLE: { wire: 'unavailable', httpStatus: 503, closeCode: 1011, retryable: true },
+  HERALD_ERR_INTERNAL: { wire: 'internal', httpStatus: 500, closeCode: 1011, retryable: true },
+  HERALD_ERR_CONFIG: { wire: 'config', httpStatus: 500, closeCode: 1011, retryable: false },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof ERROR_SPECS;
+
+/** Extra fields sent to the client beside `code` and `message` (e.g. `oldest`, `head`). */
+export type ErrorDetails = Record<string, string | number | boolean | null>;
+
+export class HeraldError extends Error {
+  override readonly name = 'HeraldError';
+  readonly code: ErrorCode;
+  readonly wire: string;
+  readonly httpStatus: number;
+  readonly closeCode: number;
+  readonly retryable: boolean;
+  readonly details: ErrorDetails;
+
+  constructor(code: ErrorCode, message: string, details: ErrorDetails = {}, options?: { cause?: unknown }) {
+    super(message, options);
+    const spec: ErrorSpec = ERROR_SPECS[code];
+    this.code = code;
+    this.wire = spec.wire;
+    this.httpStatus = spec.httpStatus;
+    this.closeCode = spec.closeCode;
+    this.retryable = spec.retryable;
+    this.details = details;
+  }
+
+  /** The body every transport sends: `{error:{code,message,...details}}`. */
+  toWire(): { error: { code: string; message: string } & ErrorDetails } {
+    return { error: { ...this.details, code: this.wire, message: this.message } };
+  }
+}
+
+/** Turns anything thrown into a HeraldError, keeping the original as `cause`. */
+export function coerceError(err: unknown): HeraldError {
+  if (err instanceof HeraldError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new HeraldError('HERALD_ERR_INTERNAL', `internal error: ${message}`, {}, { cause: err });
+}
+
+/** The message a client sees for an unexpected failure: never internals or stack traces. */
+export function publicError(err: unknown): HeraldError {
+  const e = coerceError(err);
+  if (e.code !== 'HERALD_ERR_INTERNAL') return e;
+  return new HeraldError('HERALD_ERR_INTERNAL', 'internal error; the request may be retried', {}, { cause: e.cause });
+}

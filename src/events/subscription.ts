@@ -1,0 +1,252 @@
+/**
+ * Subscription: one consumer's filter plus position, yielding catch-up from the table and
+ * then live events from the Hub as one stream: no gap, no duplicate, in id order, with a
+ * bounded buffer. Every transport and internal consumer reads the log through this class.
+ * The state machine and its invariants (S1–S6) are in docs/spec/subscription.md.
+ */
+import { HeraldError } from '../errors.ts';
+import type { Event } from './event.ts';
+import type { Hub, HubMember } from './hub.ts';
+import type { EventLog } from './log.ts';
+import type { TopicFilter } from './topic.ts';
+
+export type SubscriptionState = 'replaying' | 'live' | 'closed';
+
+/** Where a stream starts: after an id, or at the current head. */
+export type Since = number | 'now';
+
+export interface SubscriptionLimits {
+  replayPageSize: number;
+  maxClientQueueBytes: number;
+  maxClientQueueEvents: number;
+}
+
+export interface SubscriptionHooks {
+  /** The buffer overflowed and the subscriber went back to table reads. */
+  onFallback?(): void;
+  onStateChange?(from: SubscriptionState, to: SubscriptionState): void;
+}
+
+export interface OpenOptions {
+  filter: TopicFilter;
+  since: Since;
+  /** The epoch the client believes it is reading; checked against this database. */
+  epoch?: string | undefined;
+  hooks?: SubscriptionHooks;
+}
+
+export interface NextOptions {
+  /** Most events to return (default: everything available, up to a replay page). */
+  limit?: number;
+  /**
+   * Ends the wait for live events: next() then returns what it has (possibly nothing). Reads
+   * are not skipped, so an already-aborted signal means "whatever is available now".
+   */
+  signal?: AbortSignal;
+}
+
+export interface SubscriptionDeps {
+  log: EventLog;
+  hub: Hub;
+  limits: SubscriptionLimits;
+}
+
+export class Subscription implements HubMember {
+  readonly filter: TopicFilter;
+  /** The position the stream started after. */
+  readonly since: number;
+  readonly epoch: string;
+  private _state: SubscriptionState = 'replaying';
+  /** Every matching event with id <= cursor has been handed to the consumer (S5). */
+  private cursor: number;
+  private buffer: Event[] = [];
+  private bufferBytes = 0;
+  /** Bumped whenever the buffer is dropped; a read that spans a bump cannot go live (S2). */
+  private generation = 0;
+  private wake: (() => void) | null = null;
+  private readonly deps: SubscriptionDeps;
+  private readonly hooks: SubscriptionHooks;
+
+  private constructor(deps: SubscriptionDeps, filter: TopicFilter, since: number, epoch: string, hooks: SubscriptionHooks) {
+    this.deps = deps;
+    this.filter = filter;
+    this.since = since;
+    this.cursor = since;
+    this.epoch = epoch;
+    this.hooks = hooks;
+    // S1: attach before the first table read.
+    deps.hub.add(this);
+  }
+
+  /**
+   * Checks the epoch and the starting position against the database (S6), then opens a
+   * Subscription starting after `since` (`now` is the Hub's head).
+   */
+  static async open(deps: SubscriptionDeps, opts: OpenOptions): Promise<Subscription> {
+    const head = await deps.log.readHead();
+    if (opts.epoch !== undefined && opts.epoch !== head.epoch) {
+      throw new HeraldError(
+        'HERALD_ERR_EPOCH_MISMATCH',
+        `cursor is from epoch ${opts.epoch} but this log is epoch ${head.epoch} (the database was restored or re-created): start again from since=0 or since=now`,
+        { epoch: head.epoch, head: head.head, oldest: head.oldest },
+      );
+    }
+    let since: number;
+    if (opts.since === 'now') since = Math.max(deps.hub.head, 0);
+    else {
+      since = opts.since;
+      if (since > head.head) {
+        throw new HeraldError(
+          'HERALD_ERR_POSITION_AHEAD',
+          `since=${since} is beyond the head of this log (${head.head}); the cursor belongs to another database: start again from since=0 or since=now`,
+          { epoch: head.epoch, head: head.head },
+        );
+      }
+      if (since < head.oldest - 1) {
+        throw new HeraldError(
+          'HERALD_ERR_POSITION_EXPIRED',
+          `events after ${since} were removed by retention; the oldest readable id is ${head.oldest}: restart from since=${head.oldest - 1} or since=now`,
+          { oldest: head.oldest, head: head.head },
+        );
+      }
+    }
+    return new Subscription(deps, opts.filter, since, head.epoch, opts.hooks ?? {});
+  }
+
+  get state(): SubscriptionState {
+    return this._state;
+  }
+
+  // A method, not an inline comparison: TypeScript would keep the narrowed state across awaits.
+  private isClosed(): boolean {
+    return this._state === 'closed';
+  }
+
+  /**
+   * The position a consumer may resume from: every matching event at or below it has been
+   * handed over. Live subscribers with nothing pending are at the Hub's head (S5).
+   */
+  get position(): number {
+    if (this._state === 'live' && this.pendingCount() === 0) return Math.max(this.cursor, this.deps.hub.head);
+    return this.cursor;
+  }
+
+  /** Bytes buffered and not yet handed over. */
+  get queuedBytes(): number {
+    return this.bufferBytes;
+  }
+
+  /** Hub callback: buffer matching live events, dropping the buffer past its bounds (S4). */
+  deliver(events: Event[]): void {
+    if (this._state === 'closed') return;
+    for (const e of events) {
+      this.buffer.push(e);
+      this.bufferBytes += e.bytes;
+    }
+    const { maxClientQueueBytes, maxClientQueueEvents } = this.deps.limits;
+    if (this.bufferBytes > maxClientQueueBytes || this.buffer.length > maxClientQueueEvents) {
+      this.buffer = [];
+      this.bufferBytes = 0;
+      this.generation++;
+      if (this._state === 'live') this.transition('replaying');
+      this.hooks.onFallback?.();
+    }
+    this.notify();
+  }
+
+  /**
+   * The next events, in id order, each exactly once. Waits until at least one is available
+   * (or the signal aborts, or the subscription closes: then it returns []). Throws
+   * cursor_expired if retention overtakes a replaying subscriber.
+   */
+  async next(opts: NextOptions = {}): Promise<Event[]> {
+    const limit = opts.limit ?? Number.POSITIVE_INFINITY;
+    for (;;) {
+      if (this._state === 'closed') return [];
+      if (this._state === 'replaying') {
+        const generation = this.generation;
+        const pageSize = Math.min(this.deps.limits.replayPageSize, limit);
+        const page = await this.deps.log.read(this.cursor, this.filter, pageSize);
+        if (this.isClosed()) return [];
+        // Table reads advance the cursor past non-matching rows too (S5).
+        this.cursor = Math.max(this.cursor, page.covered);
+        const full = page.events.length === pageSize;
+        // S2: a short page read entirely after the last buffer reset closes the gap.
+        if (!full && generation === this.generation) this.transition('live');
+        if (page.events.length > 0) return page.events;
+        continue;
+      }
+      // live
+      this.dropDelivered();
+      if (this.buffer.length > 0) return this.take(limit);
+      if (opts.signal?.aborted) return [];
+      await this.waitForDelivery(opts.signal);
+    }
+  }
+
+  close(): void {
+    if (this._state === 'closed') return;
+    this.transition('closed');
+    this.deps.hub.remove(this);
+    this.buffer = [];
+    this.bufferBytes = 0;
+    this.notify();
+  }
+
+  /** S3: events already covered by a table read are not handed over again. */
+  private dropDelivered(): void {
+    let i = 0;
+    while (i < this.buffer.length && this.buffer[i]!.id <= this.cursor) {
+      this.bufferBytes -= this.buffer[i]!.bytes;
+      i++;
+    }
+    if (i > 0) this.buffer = this.buffer.slice(i);
+  }
+
+  private pendingCount(): number {
+    this.dropDelivered();
+    return this.buffer.length;
+  }
+
+  private take(limit: number): Event[] {
+    let out: Event[];
+    if (this.buffer.length <= limit) {
+      out = this.buffer;
+      this.buffer = [];
+      this.bufferBytes = 0;
+      // Everything the Hub has published up to its head has been handed over (S5).
+      this.cursor = Math.max(out[out.length - 1]!.id, this.deps.hub.head);
+    } else {
+      out = this.buffer.slice(0, limit);
+      this.buffer = this.buffer.slice(limit);
+      for (const e of out) this.bufferBytes -= e.bytes;
+      this.cursor = out[out.length - 1]!.id;
+    }
+    return out;
+  }
+
+  private waitForDelivery(signal: AbortSignal | undefined): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        signal?.removeEventListener('abort', done);
+        if (this.wake === done) this.wake = null;
+        resolve();
+      };
+      this.wake = done;
+      signal?.addEventListener('abort', done, { once: true });
+    });
+  }
+
+  private notify(): void {
+    const wake = this.wake;
+    this.wake = null;
+    wake?.();
+  }
+
+  private transition(to: SubscriptionState): void {
+    const from = this._state;
+    if (from === to || from === 'closed') return;
+    this._state = to;
+    this.hooks.onStateChange?.(from, to);
+  }
+}

@@ -1,0 +1,42 @@
+/**
+ * `GET /v1/events`: polling and long-polling. A poll is a Subscription that lives for one
+ * request: it returns what is available after `since`, or with `wait` holds the request
+ * until a matching event commits or the wait runs out.
+ */
+import type { Request, Response } from 'express';
+import { subscribe, type HeraldContext } from '../context.ts';
+import { HeraldError } from '../errors.ts';
+import { parsePollQuery } from './protocol.ts';
+
+export function createPollHandler(ctx: HeraldContext) {
+  return async (req: Request, res: Response) => {
+    const q = parsePollQuery(req.query as Record<string, unknown>, ctx.config);
+    if (ctx.stopping) throw new HeraldError('HERALD_ERR_SHUTTING_DOWN', 'server is shutting down: retry on another instance');
+    const sub = await subscribe(ctx, 'poll', q);
+    const aborter = new AbortController();
+    const timer = q.waitMs > 0 ? setTimeout(() => aborter.abort(), q.waitMs) : null;
+    if (q.waitMs === 0) aborter.abort();
+    // The client went away, or shutdown: stop waiting and answer with what we have.
+    const onClose = () => aborter.abort();
+    res.on('close', onClose);
+    const unregister = ctx.sessions.add({ close: () => aborter.abort() });
+    try {
+      const events = await sub.next({ limit: q.limit, signal: aborter.signal });
+      const next = sub.position;
+      if (events.length > 0) {
+        ctx.metrics.deliveries.labels('poll').inc(events.length);
+        ctx.metrics.deliveryLag.labels('poll').observe((Date.now() - Date.parse(events[0]!.at)) / 1000);
+      }
+      // Bodies are concatenated from each event's pre-serialized JSON.
+      res
+        .status(200)
+        .type('application/json')
+        .send(`{"epoch":"${sub.epoch}","events":[${events.map((e) => e.body).join(',')}],"next":${next},"head":${Math.max(ctx.hub.head, next)}}`);
+    } finally {
+      if (timer) clearTimeout(timer);
+      res.off('close', onClose);
+      unregister();
+      sub.close();
+    }
+  };
+}

@@ -1,0 +1,112 @@
+/**
+ * `GET /v1/events/stream`: Server-Sent Events. Each event is a message whose `id:` is the
+ * event id, so a browser's EventSource resumes by itself with `Last-Event-ID`. Filtered
+ * streams also get `checkpoint` messages (with an `id:` too) so their resume point moves
+ * past events they did not want. Comment heartbeats keep proxies from cutting idle streams.
+ */
+import type { Request, Response } from 'express';
+import { subscribe, type HeraldContext } from '../context.ts';
+import { HeraldError, publicError } from '../errors.ts';
+import type { Event } from '../events/event.ts';
+import { parseStreamQuery } from './protocol.ts';
+
+type SseState = 'streaming' | 'closed';
+
+/** How long a stream may stay unable to take more bytes before it is closed (slow consumer). */
+export const SSE_DRAIN_TIMEOUT_MS = 30_000;
+
+export function formatSseEvent(e: Event): string {
+  return `id: ${e.id}\ndata: ${e.body}\n\n`;
+}
+
+export function createSseHandler(ctx: HeraldContext) {
+  return async (req: Request, res: Response) => {
+    const q = parseStreamQuery(req.query as Record<string, unknown>, req.headers['last-event-id']);
+    if (ctx.stopping) throw new HeraldError('HERALD_ERR_SHUTTING_DOWN', 'server is shutting down: retry on another instance');
+    // Errors up to here (bad query, expired cursor) are plain JSON responses with a status:
+    // EventSource treats a non-200 answer as final instead of reconnecting in a loop.
+    const sub = await subscribe(ctx, 'sse', q);
+    let state: SseState = 'streaming';
+    // A function, not an inline comparison: TypeScript would keep the narrowed state across awaits.
+    const closed = () => state === 'closed';
+    let lastSent = sub.since;
+    const aborter = new AbortController();
+
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache, no-transform',
+      connection: 'keep-alive',
+      // nginx: do not buffer the stream.
+      'x-accel-buffering': 'no',
+    });
+    res.flushHeaders();
+    res.socket?.setNoDelay(true);
+    res.write(`retry: 1000\nevent: subscribed\ndata: {"epoch":"${sub.epoch}","head":${ctx.hub.head},"since":${sub.since}}\n\n`);
+
+    const end = (reason?: HeraldError) => {
+      if (state === 'closed') return;
+      state = 'closed';
+      clearInterval(heartbeat);
+      clearInterval(checkpoints);
+      unregister();
+      sub.close();
+      aborter.abort();
+      if (reason && !res.writableEnded) {
+        const body = { ...reason.toWire().error, position: sub.position };
+        res.write(`event: error\ndata: ${JSON.stringify(body)}\n\n`);
+      }
+      res.end();
+    };
+    const unregister = ctx.sessions.add({ close: end });
+    res.on('close', () => end());
+
+    const heartbeat = setInterval(() => {
+      if (state === 'streaming') res.write(': heartbeat\n\n');
+    }, ctx.config.sseHeartbeatMs);
+    const checkpoints = setInterval(() => {
+      const position = sub.position;
+      if (state === 'streaming' && position > lastSent) {
+        lastSent = position;
+        res.write(`event: checkpoint\nid: ${position}\ndata: {"id":${position}}\n\n`);
+      }
+    }, ctx.config.checkpointIntervalMs);
+
+    try {
+      while (!closed()) {
+        const events = await sub.next({ signal: aborter.signal });
+        if (closed() || events.length === 0) continue;
+        // One write per batch: a burst reaches the socket in one syscall.
+        const ok = res.write(events.map(formatSseEvent).join(''));
+        lastSent = events[events.length - 1]!.id;
+        ctx.metrics.deliveries.labels('sse').inc(events.length);
+        ctx.metrics.deliveryLag.labels('sse').observe((Date.now() - Date.parse(events[0]!.at)) / 1000);
+        if (!ok) await waitForDrain(res, closed);
+      }
+    } catch (err) {
+      const e = publicError(err);
+      if (e.code === 'HERALD_ERR_SLOW_CONSUMER') ctx.metrics.slowConsumerCloses.labels('sse').inc();
+      else if (e.code === 'HERALD_ERR_INTERNAL') ctx.logger.error({ err }, 'sse stream failed');
+      end(e);
+    }
+  };
+}
+
+/** Waits for 'drain'; throws slow_consumer if it does not come in time. */
+function waitForDrain(res: Response, closed: () => boolean): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const done = () => {
+      clearTimeout(timer);
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    const timer = setTimeout(() => {
+      res.off('drain', done);
+      res.off('close', done);
+      if (closed()) resolve();
+      else reject(new HeraldError('HERALD_ERR_SLOW_CONSUMER', `the stream did not drain within ${SSE_DRAIN_TIMEOUT_MS} ms: reconnect with Last-Event-ID`));
+    }, SSE_DRAIN_TIMEOUT_MS);
+    res.on('drain', done);
+    res.on('close', done);
+  });
+}

@@ -1,0 +1,139 @@
+/**
+ * startHerald(): builds one Herald process from a Config — database (given or embedded),
+ * migrations, pool, event log, Hub, the one Listener, the pruner and the HTTP server — and
+ * returns it with an orderly close().
+ */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import type { Config } from './config.ts';
+import type { HeraldContext } from './context.ts';
+import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.ts';
+import { migrate } from './db/migrate.ts';
+import { createPool } from './db/pool.ts';
+import { HeraldError } from './errors.ts';
+import { Hub } from './events/hub.ts';
+import { Listener } from './events/listener.ts';
+import { EventLog } from './events/log.ts';
+import { Pruner } from './events/retention.ts';
+import { Sessions } from './gateway/sessions.ts';
+import { createApp } from './http/app.ts';
+import { createMetrics } from './http/metrics.ts';
+import { createLogger, type Logger } from './logger.ts';
+
+export interface Herald {
+  readonly ctx: HeraldContext;
+  /** Base URL of the HTTP server, e.g. http://127.0.0.1:8080. */
+  readonly url: string;
+  readonly databaseUrl: string;
+  readonly server: http.Server;
+  readonly pruner: Pruner;
+  /** Stops accepting, ends every stream with its resume cursor, and releases everything. */
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  logger?: Logger;
+  /** Skip migrations (when `herald migrate` runs separately). */
+  skipMigrations?: boolean;
+}
+
+export async function startHerald(config: Config, options: StartOptions = {}): Promise<Herald> {
+  const logger = options.logger ?? createLogger(config.logLevel);
+  let embedded: EmbeddedDatabase | undefined;
+  let databaseUrl = config.databaseUrl;
+  if (!databaseUrl) {
+    const dir = path.resolve(config.dataDir, 'pg');
+    logger.info({ dir, port: config.embeddedPgPort }, 'DATABASE_URL is not set: starting embedded PostgreSQL');
+    embedded = await startEmbeddedPostgres({ dir, port: config.embeddedPgPort });
+    databaseUrl = embedded.url;
+    logger.info({ url: `postgres://postgres:***@localhost:${embedded.port}/postgres` }, 'embedded PostgreSQL is ready');
+  }
+  const pool = createPool(databaseUrl, config.dbPoolMax, logger);
+  try {
+    if (!options.skipMigrations) await migrate(pool, logger);
+  } catch (err) {
+    await pool.end();
+    await embedded?.stop();
+    throw err;
+  }
+  const metrics = createMetrics();
+  const log = new EventLog(pool);
+  const hub = new Hub();
+  const listener = new Listener({
+    databaseUrl,
+    log,
+    hub,
+    logger,
+    safetyPollMs: config.safetyPollMs,
+    batchSize: config.listenerBatchSize,
+    reconnectMaxMs: config.listenerReconnectMaxMs,
+  });
+  listener.on('listener:read', (n) => metrics.eventsRead.inc(n));
+  listener.on('listener:state', (state) => {
+    logger.info({ state }, 'listener state');
+    if (state === 'listening' && listener.reconnects > 0) metrics.listenerReconnects.inc();
+  });
+  const sessions = new Sessions();
+  const state = { stopping: false };
+  const ctx: HeraldContext = {
+    config,
+    logger,
+    pool,
+    log,
+    hub,
+    listener,
+    metrics,
+    sessions,
+    get stopping() {
+      return state.stopping;
+    },
+  };
+  await listener.start();
+  const pruner = new Pruner({
+    log,
+    logger,
+    intervalMs: config.retentionIntervalMs,
+    maxAgeMs: config.retentionMaxAgeMs,
+    maxEvents: config.retentionMaxEvents,
+    batchSize: config.retentionBatchSize,
+    onPruned: (n) => metrics.eventsPruned.inc(n),
+  });
+  pruner.start();
+
+  const server = http.createServer(createApp(ctx));
+  // Long-polls may wait pollMaxWaitS; keep Node from cutting them.
+  server.requestTimeout = 0;
+  server.headersTimeout = 60_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.port, config.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const address = server.address() as AddressInfo;
+  const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
+  const url = `http://${host}:${address.port}`;
+  logger.info({ url }, 'herald is serving');
+
+  let closing: Promise<void> | undefined;
+  const close = () =>
+    (closing ??= (async () => {
+      state.stopping = true;
+      const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()));
+      sessions.closeAll(new HeraldError('HERALD_ERR_SHUTTING_DOWN', 'server is shutting down: resume from your last position on any instance'));
+      server.closeIdleConnections();
+      // Streams got their closing frame; give them a moment to flush, then cut.
+      const grace = setTimeout(() => server.closeAllConnections(), config.shutdownGraceMs);
+      await serverClosed;
+      clearTimeout(grace);
+      await pruner.stop();
+      await listener.close();
+      await pool.end();
+      await embedded?.stop();
+      logger.info('herald stopped');
+    })());
+
+  return { ctx, url, databaseUrl, server, pruner, close };
+}

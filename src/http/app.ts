@@ -1,0 +1,33 @@
+/** Assembles the HTTP routes of one Herald process. */
+import express from 'express';
+import type { HeraldContext } from '../context.ts';
+import { HeraldError } from '../errors.ts';
+import { createHeadHandler } from '../gateway/head.ts';
+import { createPollHandler } from '../gateway/poll.ts';
+import { ROUTES } from '../gateway/protocol.ts';
+import { createPublishHandlers } from '../gateway/publish.ts';
+import { createSseHandler } from '../gateway/sse.ts';
+import { createErrorHandler, notFound } from './errors.ts';
+import { createMetricsHandler, createReadyzHandler, healthz } from './health.ts';
+
+export function createApp(ctx: HeraldContext): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  // Repeated `topic=` must arrive as an array; `a[b]=` must not build objects.
+  app.set('query parser', 'simple');
+
+  app.get(ROUTES.healthz, healthz);
+  app.get(ROUTES.readyz, createReadyzHandler(ctx));
+  app.get(ROUTES.metrics, createMetricsHandler(ctx));
+  app.get(ROUTES.head, createHeadHandler(ctx));
+  app.get(ROUTES.stream, createSseHandler(ctx));
+  app.get(ROUTES.events, createPollHandler(ctx));
+  app.post(ROUTES.events, ...createPublishHandlers(ctx));
+  app.all([ROUTES.events, ROUTES.head, ROUTES.stream], (req) => {
+    throw new HeraldError('HERALD_ERR_METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${req.path}`);
+  });
+  app.use(notFound);
+  app.use(createErrorHandler(ctx));
+  return app;
+}

@@ -1,0 +1,29 @@
+/** Prometheus metrics. One registry per Herald instance (tests run several in one process). */
+import client from 'prom-client';
+
+export function createMetrics() {
+  const registry = new client.Registry();
+  client.collectDefaultMetrics({ register: registry });
+  const m = {
+    registry,
+    eventsAppended: new client.Counter({ name: 'herald_events_appended_total', help: 'Events appended through this process (HTTP publish and emit()).', registers: [registry] }),
+    eventsRead: new client.Counter({ name: 'herald_events_read_total', help: 'Events read from the log by the listener and published to the hub.', registers: [registry] }),
+    subscribers: new client.Gauge({ name: 'herald_subscribers', help: 'Open subscriptions, by transport.', labelNames: ['transport'], registers: [registry] }),
+    deliveries: new client.Counter({ name: 'herald_deliveries_total', help: 'Events delivered to clients, by transport.', labelNames: ['transport'], registers: [registry] }),
+    deliveryLag: new client.Histogram({
+      name: 'herald_delivery_lag_seconds',
+      help: 'Commit-to-delivery time of the first event of each delivered batch.',
+      labelNames: ['transport'],
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
+      registers: [registry],
+    }),
+    listenerReconnects: new client.Counter({ name: 'herald_listener_reconnects_total', help: 'Times the LISTEN connection was re-established.', registers: [registry] }),
+    listenerHead: new client.Gauge({ name: 'herald_listener_head', help: 'Highest event id the listener has published.', registers: [registry] }),
+    slowConsumerFallbacks: new client.Counter({ name: 'herald_slow_consumer_fallbacks_total', help: 'Subscribers whose buffer overflowed and went back to table reads.', registers: [registry] }),
+    slowConsumerCloses: new client.Counter({ name: 'herald_slow_consumer_closes_total', help: 'Connections closed because they did not drain in time.', labelNames: ['transport'], registers: [registry] }),
+    eventsPruned: new client.Counter({ name: 'herald_events_pruned_total', help: 'Events deleted by retention.', registers: [registry] }),
+  };
+  return m;
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

@@ -1,0 +1,60 @@
+/**
+ * Starts one throwaway embedded PostgreSQL (or uses TEST_DATABASE_URL), migrates a template
+ * database once, and provides the admin URL. Each test file clones the template
+ * (test/support/db.ts), so files are isolated and migrations run once per suite.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import type { TestProject } from 'vitest/node';
+import { startEmbeddedPostgres } from '../../src/db/embedded.ts';
+import { migrate } from '../../src/db/migrate.ts';
+import { createLogger } from '../../src/logger.ts';
+import { freePort } from './ports.ts';
+
+export const TEMPLATE_DB = 'herald_template';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    /** URL of the maintenance database on the test server. */
+    adminUrl: string;
+  }
+}
+
+export function withDatabase(url: string, db: string): string {
+  const u = new URL(url);
+  u.pathname = `/${db}`;
+  return u.toString();
+}
+
+export default async function setup(project: TestProject) {
+  let adminUrl = process.env.TEST_DATABASE_URL;
+  let stop: (() => Promise<void>) | undefined;
+  let dir: string | undefined;
+  if (!adminUrl) {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'herald-test-'));
+    const db = await startEmbeddedPostgres({
+      dir: path.join(dir, 'pg'),
+      port: await freePort(),
+      persistent: false,
+      // Throwaway data: durability buys nothing here and fsync costs seconds.
+      settings: { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off', max_connections: '400' },
+    });
+    adminUrl = db.url;
+    stop = db.stop;
+  }
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  await admin.query(`drop database if exists ${TEMPLATE_DB}`);
+  await admin.query(`create database ${TEMPLATE_DB}`);
+  await admin.end();
+  const pool = new pg.Pool({ connectionString: withDatabase(adminUrl, TEMPLATE_DB), max: 1 });
+  await migrate(pool, createLogger('silent'));
+  await pool.end();
+  project.provide('adminUrl', adminUrl);
+  return async () => {
+    await stop?.();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  };
+}
