@@ -76,25 +76,30 @@ create function herald.ring() returns void
 language sql as $$ select pg_notify('herald_events', '') $$;
 
 -- Deferred to COMMIT: assign ids to everything this transaction staged, in emit order.
+-- Deferred triggers fire in insertion order, so the first firing sees this transaction's
+-- smallest seq and moves every staged row at once; later firings find nothing. The rows
+-- are found by an index range on seq (other transactions' rows are invisible), never by a
+-- scan of the table, whose dead tuples pile up between vacuums. The lock is taken only
+-- after the rows are in hand, as late as possible.
 create function herald.tg_pending__assign_ids() returns trigger
 language plpgsql as $$
 declare
-  n bigint;
+  staged herald.pending[];
   first_id bigint;
   ts timestamptz;
 begin
-  -- Later rows of the same transaction fire this too and find nothing left to move.
-  select count(*) into n from herald.pending;
-  if n = 0 then
+  with moved as (delete from herald.pending p where p.seq >= new.seq returning p)
+  select array_agg(moved.p order by (moved.p).seq) into staged from moved;
+  if staged is null then
     return null;
   end if;
   perform herald.lock_ids();
-  first_id := herald.take_ids(n);
+  first_id := herald.take_ids(cardinality(staged));
   ts := clock_timestamp();
   insert into herald.events (id, topic, type, data, at)
-    select first_id + row_number() over (order by seq) - 1, topic, type, data, ts
-    from herald.pending;
-  delete from herald.pending;
+    select first_id + u.ord - 1, u.topic, u.type, u.data, ts
+    -- unnest() of a row array yields the row's columns, then the ordinality.
+    from unnest(staged) with ordinality as u(seq, topic, type, data, ord);
   perform herald.ring();
   return null;
 end $$;

@@ -10,6 +10,8 @@ export interface SseMessage {
 export interface SseClient {
   status: number;
   messages: SseMessage[];
+  /** Comment lines (heartbeats) received. */
+  comments: () => number;
   /** Resolves when a message satisfying `pred` has arrived (checks earlier ones too). */
   waitFor(pred: (m: SseMessage) => boolean, timeoutMs?: number): Promise<SseMessage>;
   /** Resolves when the server ends the stream. */
@@ -22,6 +24,7 @@ export function openSse(url: string, headers: Record<string, string> = {}): Prom
   return new Promise((resolve, reject) => {
     const req = http.get(url, { headers: { accept: 'text/event-stream', ...headers } }, (res) => {
       const messages: SseMessage[] = [];
+      let comments = 0;
       const waiters: { pred: (m: SseMessage) => boolean; resolve: (m: SseMessage) => void }[] = [];
       let buf = '';
       let endResolve!: () => void;
@@ -37,6 +40,7 @@ export function openSse(url: string, headers: Record<string, string> = {}): Prom
           const data: string[] = [];
           let any = false;
           for (const line of block.split('\n')) {
+            if (line.startsWith(':')) comments++;
             if (line.startsWith(':') || line === '') continue;
             const colon = line.indexOf(':');
             const field = colon < 0 ? line : line.slice(0, colon);
@@ -64,6 +68,7 @@ export function openSse(url: string, headers: Record<string, string> = {}): Prom
       resolve({
         status: res.statusCode ?? 0,
         messages,
+        comments: () => comments,
         ended,
         destroy: () => req.destroy(),
         waitFor(pred, timeoutMs = 10_000) {

@@ -1,0 +1,23 @@
+/**
+ * `npm run bench [name…]`: runs the benchmarks (all by default) against a private
+ * embedded PostgreSQL and prints one table each. Record results in BENCHMARKS.md with the
+ * command that produced them.
+ */
+import os from 'node:os';
+
+const BENCHES: Record<string, () => Promise<unknown>> = {
+  appends: async () => (await import('./appends.bench.ts')).run(),
+};
+
+const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+const names = wanted.length ? wanted : Object.keys(BENCHES);
+const unknown = names.filter((n) => !BENCHES[n]);
+if (unknown.length) {
+  console.error(`unknown bench: ${unknown.join(', ')} (have: ${Object.keys(BENCHES).join(', ')})`);
+  process.exit(2);
+}
+console.log(`# Herald benchmarks — ${new Date().toISOString()} — node ${process.version}, ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}`);
+for (const name of names) {
+  console.log(`\n## ${name}`);
+  await BENCHES[name]!();
+}

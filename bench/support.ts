@@ -1,0 +1,59 @@
+/** Shared bench plumbing: a private embedded PostgreSQL and a stable table printer. */
+import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import { startEmbeddedPostgres } from '../src/db/embedded.ts';
+import { migrate } from '../src/db/migrate.ts';
+import { createLogger } from '../src/logger.ts';
+
+export interface BenchDatabase {
+  url: string;
+  stop(): Promise<void>;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** A fresh, migrated embedded PostgreSQL with default (durable) settings, or BENCH_DATABASE_URL. */
+export async function benchDatabase(): Promise<BenchDatabase> {
+  if (process.env.BENCH_DATABASE_URL) return { url: process.env.BENCH_DATABASE_URL, stop: async () => undefined };
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'herald-bench-'));
+  const db = await startEmbeddedPostgres({ dir: path.join(dir, 'pg'), port: await freePort(), persistent: false, settings: { max_connections: '300' } });
+  const pool = new pg.Pool({ connectionString: db.url, max: 1 });
+  await migrate(pool, createLogger('silent'));
+  await pool.end();
+  return {
+    url: db.url,
+    stop: async () => {
+      await db.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export type Row = Record<string, string | number>;
+
+export function printTable(title: string, rows: Row[]): void {
+  if (rows.length === 0) return;
+  const cols = Object.keys(rows[0]!);
+  const cell = (v: string | number) => (typeof v === 'number' ? (Number.isInteger(v) ? String(v) : v.toFixed(2)) : v);
+  const widths = cols.map((c) => Math.max(c.length, ...rows.map((r) => cell(r[c] ?? '').length)));
+  const line = (vals: string[]) => `| ${vals.map((v, i) => v.padEnd(widths[i]!)).join(' | ')} |`;
+  console.log(`\n### ${title}\n`);
+  console.log(line(cols));
+  console.log(`| ${widths.map((w) => '-'.repeat(w)).join(' | ')} |`);
+  for (const r of rows) console.log(line(cols.map((c) => cell(r[c] ?? ''))));
+}
+
+export function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
