@@ -8,6 +8,7 @@ import { migrate } from './db/migrate.ts';
 import { createPool } from './db/pool.ts';
 import { HeraldError } from './errors.ts';
 import { EventLog } from './events/log.ts';
+import { parseSince } from './gateway/protocol.ts';
 import { startHerald } from './herald.ts';
 import { createLogger } from './logger.ts';
 
@@ -60,12 +61,16 @@ export function buildCli(): Command {
       logger.info({ config: redactConfig(config) }, 'starting herald');
       const herald = await startHerald(config, { logger });
       console.log(`herald listening on ${herald.url}`);
-      let signals = 0;
+      let firstSignalAt = 0;
       const stop = (signal: string) => {
-        if (++signals > 1) {
+        // One Ctrl-C reaches this process twice (from the terminal's process group and
+        // relayed by tsx/npm), so only a signal a second or more after the first forces exit.
+        if (firstSignalAt > 0) {
+          if (Date.now() - firstSignalAt < 1000) return;
           logger.warn({ signal }, 'second signal: exiting now');
           process.exit(1);
         }
+        firstSignalAt = Date.now();
         logger.info({ signal }, 'shutting down');
         herald.close().then(
           () => process.exit(0),
@@ -106,6 +111,36 @@ export function buildCli(): Command {
       } finally {
         await pool.end();
       }
+    });
+
+  program
+    .command('tail')
+    .description('follow the event log live over WebSocket, printing one JSON event per line (resumes across disconnects)')
+    .option('--url <url>', 'Herald base URL', 'http://localhost:8080')
+    .option('-t, --topic <topic...>', 'topic or prefix* to follow (repeatable)', ['*'])
+    .option('--since <id|now>', 'start after this event id', 'now')
+    .option('--token <token>', 'read token for private topics (or HERALD_TOKEN)')
+    .action(async (opts: { url: string; topic: string[]; since: string; token?: string }) => {
+      const since = parseSince(opts.since, '--since');
+      const { connect } = await import('./client/index.ts');
+      type HeraldConnection = ReturnType<typeof connect>;
+      await new Promise<void>((resolve, reject) => {
+        const conn: HeraldConnection = connect({
+          url: opts.url,
+          topics: opts.topic,
+          since,
+          token: opts.token ?? process.env.HERALD_TOKEN,
+          onEvent: (e) => console.log(JSON.stringify(e)),
+          onStateChange: (s) => console.error(`herald tail: ${s}${conn?.position !== undefined ? ` (position ${conn.position})` : ''}`),
+          onError: (err) => reject(new HeraldError('HERALD_ERR_BAD_REQUEST', `${err.code}: ${err.message}`)),
+        });
+        const stop = () => {
+          conn.close();
+          resolve();
+        };
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+      });
     });
 
   program

@@ -92,6 +92,36 @@ export const SETTINGS = {
     schema: int(50, 10 * MINUTE_MS),
     doc: 'How often a filtered stream is sent a `checkpoint` while the head moves past its last event.',
   }),
+  wsMaxPayloadBytes: setting({ env: 'HERALD_WS_MAX_PAYLOAD_BYTES', schema: int(256, 16 * MIB), doc: 'Largest WebSocket message a client may send (closed with 1009 above).' }),
+  wsMaxConnections: setting({ env: 'HERALD_WS_MAX_CONNECTIONS', schema: int(1, 10_000_000), doc: 'WebSocket connections per process; further upgrades get 503.' }),
+  wsMaxTopicsPerConnection: setting({ env: 'HERALD_WS_MAX_TOPICS', schema: int(1, 100_000), doc: 'Topic filter entries per WebSocket connection.' }),
+  wsSubscribeBurst: setting({
+    env: 'HERALD_WS_SUBSCRIBE_BURST',
+    schema: int(1, 100_000),
+    doc: 'subscribe/unsubscribe messages a connection may send at once; it then earns one per second × HERALD_WS_SUBSCRIBE_PER_S. Past it: close 1008.',
+  }),
+  wsSubscribePerS: setting({ env: 'HERALD_WS_SUBSCRIBE_PER_S', schema: int(1, 100_000), doc: 'Sustained subscribe/unsubscribe rate per connection.' }),
+  wsPingIntervalMs: setting({
+    env: 'HERALD_WS_PING_INTERVAL_MS',
+    schema: int(100, 10 * MINUTE_MS),
+    doc: 'WebSocket ping interval; a peer that has not answered the previous ping is dropped.',
+  }),
+  slowConsumerTimeoutMs: setting({
+    env: 'HERALD_SLOW_CONSUMER_TIMEOUT_MS',
+    schema: int(100, 10 * MINUTE_MS),
+    doc: 'How long a WebSocket or SSE client may stay over its byte budget before it is closed (4008 / slow_consumer) with its cursor.',
+  }),
+  privateTopicPrefixes: setting({
+    env: 'HERALD_PRIVATE_TOPIC_PREFIXES',
+    schema: list,
+    doc: 'Comma-separated topic prefixes (e.g. `private:`) that only holders of a read token may subscribe to. Empty: every topic is public.',
+  }),
+  readTokens: setting({
+    env: 'HERALD_READ_TOKENS',
+    schema: list,
+    doc: 'Comma-separated bearer tokens that may read private topics (`Authorization` header or `?token=`).',
+    secret: true,
+  }),
   shutdownGraceMs: setting({ env: 'HERALD_SHUTDOWN_GRACE_MS', schema: int(0, 10 * MINUTE_MS), doc: 'Time given to streams to drain on SIGTERM.' }),
 } as const;
 
@@ -131,6 +161,17 @@ export const defaults = {
   sseHeartbeatMs: 15 * SECOND_MS,
   checkpointIntervalMs: 5 * SECOND_MS,
   shutdownGraceMs: 5 * SECOND_MS,
+  // 64 KiB: subscribe messages are small; anything larger is a mistake or an attack.
+  wsMaxPayloadBytes: 64 * KIB,
+  wsMaxConnections: 50_000,
+  wsMaxTopicsPerConnection: 100,
+  wsSubscribeBurst: 20,
+  wsSubscribePerS: 5,
+  // 30 s: well inside the 60 s idle cut of common load balancers.
+  wsPingIntervalMs: 30 * SECOND_MS,
+  slowConsumerTimeoutMs: 10 * SECOND_MS,
+  privateTopicPrefixes: [],
+  readTokens: [],
 } satisfies Config;
 
 export type ConfigInput = { [K in keyof Config]?: unknown };

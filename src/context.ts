@@ -8,6 +8,7 @@ import type { Hub } from './events/hub.ts';
 import type { Listener } from './events/listener.ts';
 import type { EventLog } from './events/log.ts';
 import { type OpenOptions, Subscription } from './events/subscription.ts';
+import type { Reader, TopicAccess } from './gateway/access.ts';
 import type { Sessions } from './gateway/sessions.ts';
 import type { Metrics } from './http/metrics.ts';
 import type { Logger } from './logger.ts';
@@ -21,12 +22,17 @@ export interface HeraldContext {
   readonly listener: Listener;
   readonly metrics: Metrics;
   readonly sessions: Sessions;
+  readonly access: TopicAccess;
   /** True once shutdown has begun: new streams are refused. */
   readonly stopping: boolean;
 }
 
-/** Opens a Subscription for `transport`, counted in the subscriber gauge until it closes. */
-export async function subscribe(ctx: HeraldContext, transport: string, opts: Omit<OpenOptions, 'hooks'>): Promise<Subscription> {
+/**
+ * Opens a Subscription for `transport` after checking that `reader` may read its topics;
+ * counted in the subscriber gauge until it closes.
+ */
+export async function subscribe(ctx: HeraldContext, transport: string, reader: Reader, opts: Omit<OpenOptions, 'hooks'>): Promise<Subscription> {
+  ctx.access.authorize(opts.filter, reader);
   const gauge = ctx.metrics.subscribers.labels(transport);
   const sub = await Subscription.open(
     { log: ctx.log, hub: ctx.hub, limits: ctx.config },

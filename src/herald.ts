@@ -16,7 +16,9 @@ import { Hub } from './events/hub.ts';
 import { Listener } from './events/listener.ts';
 import { EventLog } from './events/log.ts';
 import { Pruner } from './events/retention.ts';
+import { TopicAccess } from './gateway/access.ts';
 import { Sessions } from './gateway/sessions.ts';
+import { attachWebSocket } from './gateway/websocket.ts';
 import { createApp } from './http/app.ts';
 import { createMetrics } from './http/metrics.ts';
 import { createLogger, type Logger } from './logger.ts';
@@ -69,7 +71,10 @@ export async function startHerald(config: Config, options: StartOptions = {}): P
     batchSize: config.listenerBatchSize,
     reconnectMaxMs: config.listenerReconnectMaxMs,
   });
-  listener.on('listener:read', (n) => metrics.eventsRead.inc(n));
+  listener.on('listener:read', (n, _head, fanoutMs) => {
+    metrics.eventsRead.inc(n);
+    metrics.fanoutSeconds.observe(fanoutMs / 1000);
+  });
   listener.on('listener:state', (state) => {
     logger.info({ state }, 'listener state');
     if (state === 'listening' && listener.reconnects > 0) metrics.listenerReconnects.inc();
@@ -85,6 +90,7 @@ export async function startHerald(config: Config, options: StartOptions = {}): P
     listener,
     metrics,
     sessions,
+    access: new TopicAccess(config),
     get stopping() {
       return state.stopping;
     },
@@ -102,6 +108,7 @@ export async function startHerald(config: Config, options: StartOptions = {}): P
   pruner.start();
 
   const server = http.createServer(createApp(ctx));
+  const websockets = attachWebSocket(ctx, server);
   // Long-polls may wait pollMaxWaitS; keep Node from cutting them.
   server.requestTimeout = 0;
   server.headersTimeout = 60_000;
@@ -126,6 +133,7 @@ export async function startHerald(config: Config, options: StartOptions = {}): P
       server.closeIdleConnections();
       // Streams got their closing frame; give them a moment to flush, then cut.
       const grace = setTimeout(() => server.closeAllConnections(), config.shutdownGraceMs);
+      await websockets.close(config.shutdownGraceMs);
       await serverClosed;
       clearTimeout(grace);
       await pruner.stop();

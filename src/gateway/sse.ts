@@ -12,9 +12,6 @@ import { parseStreamQuery } from './protocol.ts';
 
 type SseState = 'streaming' | 'closed';
 
-/** How long a stream may stay unable to take more bytes before it is closed (slow consumer). */
-export const SSE_DRAIN_TIMEOUT_MS = 30_000;
-
 export function formatSseEvent(e: Event): string {
   return `id: ${e.id}\ndata: ${e.body}\n\n`;
 }
@@ -25,7 +22,8 @@ export function createSseHandler(ctx: HeraldContext) {
     if (ctx.stopping) throw new HeraldError('HERALD_ERR_SHUTTING_DOWN', 'server is shutting down: retry on another instance');
     // Errors up to here (bad query, expired cursor) are plain JSON responses with a status:
     // EventSource treats a non-200 answer as final instead of reconnecting in a loop.
-    const sub = await subscribe(ctx, 'sse', q);
+    const reader = ctx.access.authenticate(req.headers.authorization, req.query.token);
+    const sub = await subscribe(ctx, 'sse', reader, q);
     let state: SseState = 'streaming';
     // A function, not an inline comparison: TypeScript would keep the narrowed state across awaits.
     const closed = () => state === 'closed';
@@ -76,11 +74,13 @@ export function createSseHandler(ctx: HeraldContext) {
         const events = await sub.next({ signal: aborter.signal });
         if (closed() || events.length === 0) continue;
         // One write per batch: a burst reaches the socket in one syscall.
-        const ok = res.write(events.map(formatSseEvent).join(''));
+        res.write(events.map(formatSseEvent).join(''));
         lastSent = events[events.length - 1]!.id;
         ctx.metrics.deliveries.labels('sse').inc(events.length);
         ctx.metrics.deliveryLag.labels('sse').observe((Date.now() - Date.parse(events[0]!.at)) / 1000);
-        if (!ok) await waitForDrain(res, closed);
+        // Over the byte budget: stop pulling (the Subscription falls back to table reads)
+        // until the socket drains, or close the stream if it does not drain in time.
+        if (res.writableLength > ctx.config.maxClientQueueBytes) await waitForDrain(res, closed, ctx.config.slowConsumerTimeoutMs);
       }
     } catch (err) {
       const e = publicError(err);
@@ -92,7 +92,7 @@ export function createSseHandler(ctx: HeraldContext) {
 }
 
 /** Waits for 'drain'; throws slow_consumer if it does not come in time. */
-function waitForDrain(res: Response, closed: () => boolean): Promise<void> {
+function waitForDrain(res: Response, closed: () => boolean, timeoutMs: number): Promise<void> {
   return new Promise((resolve, reject) => {
     const done = () => {
       clearTimeout(timer);
@@ -104,8 +104,8 @@ function waitForDrain(res: Response, closed: () => boolean): Promise<void> {
       res.off('drain', done);
       res.off('close', done);
       if (closed()) resolve();
-      else reject(new HeraldError('HERALD_ERR_SLOW_CONSUMER', `the stream did not drain within ${SSE_DRAIN_TIMEOUT_MS} ms: reconnect with Last-Event-ID`));
-    }, SSE_DRAIN_TIMEOUT_MS);
+      else reject(new HeraldError('HERALD_ERR_SLOW_CONSUMER', `the stream did not drain within ${timeoutMs} ms: reconnect with Last-Event-ID`));
+    }, timeoutMs);
     res.on('drain', done);
     res.on('close', done);
   });

@@ -24,6 +24,9 @@ export function createApp(ctx: HeraldContext): express.Express {
   app.get(ROUTES.stream, createSseHandler(ctx));
   app.get(ROUTES.events, createPollHandler(ctx));
   app.post(ROUTES.events, ...createPublishHandlers(ctx));
+  app.all(ROUTES.ws, () => {
+    throw new HeraldError('HERALD_ERR_UPGRADE_REQUIRED', `${ROUTES.ws} is a WebSocket endpoint: connect with a WebSocket client`);
+  });
   app.all([ROUTES.events, ROUTES.head, ROUTES.stream], (req) => {
     throw new HeraldError('HERALD_ERR_METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${req.path}`);
   });

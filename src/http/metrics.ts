@@ -9,7 +9,7 @@ export function createMetrics() {
     eventsAppended: new client.Counter({ name: 'herald_events_appended_total', help: 'Events appended through this process (HTTP publish and emit()).', registers: [registry] }),
     eventsRead: new client.Counter({ name: 'herald_events_read_total', help: 'Events read from the log by the listener and published to the hub.', registers: [registry] }),
     subscribers: new client.Gauge({ name: 'herald_subscribers', help: 'Open subscriptions, by transport.', labelNames: ['transport'], registers: [registry] }),
-    deliveries: new client.Counter({ name: 'herald_deliveries_total', help: 'Events delivered to clients, by transport.', labelNames: ['transport'], registers: [registry] }),
+    deliveries: new client.Counter({ name: 'herald_deliveries_total', help: 'Events (WebSocket: frames) delivered to clients, by transport.', labelNames: ['transport'], registers: [registry] }),
     deliveryLag: new client.Histogram({
       name: 'herald_delivery_lag_seconds',
       help: 'Commit-to-delivery time of the first event of each delivered batch.',
@@ -21,6 +21,15 @@ export function createMetrics() {
     listenerHead: new client.Gauge({ name: 'herald_listener_head', help: 'Highest event id the listener has published.', registers: [registry] }),
     slowConsumerFallbacks: new client.Counter({ name: 'herald_slow_consumer_fallbacks_total', help: 'Subscribers whose buffer overflowed and went back to table reads.', registers: [registry] }),
     slowConsumerCloses: new client.Counter({ name: 'herald_slow_consumer_closes_total', help: 'Connections closed because they did not drain in time.', labelNames: ['transport'], registers: [registry] }),
+    wsConnections: new client.Gauge({ name: 'herald_ws_connections', help: 'Open WebSocket connections.', registers: [registry] }),
+    wsBytesOut: new client.Counter({ name: 'herald_ws_bytes_out_total', help: 'Bytes of event frames written to WebSocket clients.', registers: [registry] }),
+    wsPolicyCloses: new client.Counter({ name: 'herald_ws_policy_closes_total', help: 'WebSocket connections closed with 1008 (subscribe flood).', registers: [registry] }),
+    fanoutSeconds: new client.Histogram({
+      name: 'herald_fanout_seconds',
+      help: 'Time to hand one listener batch to every matching subscriber (per batch).',
+      buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5],
+      registers: [registry],
+    }),
     eventsPruned: new client.Counter({ name: 'herald_events_pruned_total', help: 'Events deleted by retention.', registers: [registry] }),
   };
   return m;

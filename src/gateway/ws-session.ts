@@ -1,0 +1,262 @@
+/**
+ * One WebSocket connection: one ordered stream at a time. `subscribe` (re)starts the
+ * stream at `since` with new topics, `unsubscribe` narrows it from the current position,
+ * `ping` is answered with `pong`. Events are pulled from the Subscription and written in
+ * batches (one syscall per batch); past the byte budget the session stops pulling until the
+ * socket drains (the Subscription meanwhile falls back to table reads), and a client that
+ * does not drain in time is closed with 4008 and its cursor.
+ */
+import type { Socket } from 'node:net';
+import type { WebSocket } from 'ws';
+import { subscribe, type HeraldContext } from '../context.ts';
+import { HeraldError, publicError } from '../errors.ts';
+import type { Event } from '../events/event.ts';
+import type { Subscription } from '../events/subscription.ts';
+import { TopicFilter } from '../events/topic.ts';
+import type { Reader } from './access.ts';
+import { parseSince, WS_CLOSE, wsClientMessage, type WsServerMessage } from './protocol.ts';
+
+export type WsSessionState = 'open' | 'closing' | 'closed';
+
+export class WsSession {
+  private _state: WsSessionState = 'open';
+  private sub: Subscription | null = null;
+  /** Bumped by every subscribe/unsubscribe: a slower, older one must not win. */
+  private generation = 0;
+  /** Highest id this client has been told about (event or checkpoint). */
+  private sentPosition = 0;
+  /** Position to report when no stream is open (after an error or unsubscribe-all). */
+  private idlePosition = 0;
+  private tokens: number;
+  private tokensAt = Date.now();
+  /** Cleared on each ping, set by the pong: a peer that misses one round is dropped. */
+  alive = true;
+  private readonly unregister: () => void;
+
+  constructor(
+    private readonly ctx: HeraldContext,
+    private readonly ws: WebSocket,
+    private readonly reader: Reader,
+  ) {
+    this.tokens = ctx.config.wsSubscribeBurst;
+    this.unregister = ctx.sessions.add({ close: (reason) => this.close(reason.closeCode, reason.message) });
+    ws.on('message', (data, isBinary) => this.wsOnMessage(data as Buffer, isBinary));
+    ws.on('pong', () => (this.alive = true));
+    ws.on('close', () => this.wsOnClose());
+    // ws reports protocol violations (oversize frames: 1009) here and then closes.
+    ws.on('error', () => undefined);
+  }
+
+  get state(): WsSessionState {
+    return this._state;
+  }
+
+  /** The cursor this client can resume from. */
+  get position(): number {
+    return this.sub ? this.sub.position : this.idlePosition;
+  }
+
+  /** Called by the server's ping timer: drop a peer that did not answer the last ping. */
+  heartbeat(): void {
+    if (!this.alive) return this.terminate();
+    this.alive = false;
+    this.ws.ping();
+  }
+
+  /** Drops the connection without a closing handshake (dead peer, end of shutdown grace). */
+  terminate(): void {
+    this.stopStream();
+    this.ws.terminate();
+  }
+
+  /** Called by the server's checkpoint timer. */
+  checkpoint(): void {
+    const sub = this.sub;
+    if (!sub || this._state !== 'open') return;
+    const position = sub.position;
+    if (position > this.sentPosition && this.ws.bufferedAmount < this.ctx.config.maxClientQueueBytes) {
+      this.sentPosition = position;
+      this.send({ op: 'checkpoint', id: position });
+    }
+  }
+
+  /** Ends the connection with `code`; the reason carries the resume cursor. */
+  close(code: number, message: string): void {
+    if (this._state !== 'open') return;
+    this._state = 'closing';
+    const position = this.position;
+    this.stopStream();
+    // The reason is limited to 123 bytes: the cursor first, then as much message as fits.
+    const reason = JSON.stringify({ position, message: message.slice(0, 80) });
+    this.ws.close(code, Buffer.byteLength(reason) <= 123 ? reason : JSON.stringify({ position }));
+  }
+
+  private wsOnClose(): void {
+    this._state = 'closed';
+    this.stopStream();
+    this.unregister();
+  }
+
+  private wsOnMessage(data: Buffer, isBinary: boolean): void {
+    if (this._state !== 'open') return;
+    if (isBinary) return this.sendError(new HeraldError('HERALD_ERR_BAD_REQUEST', 'send JSON text frames, not binary'));
+    let raw: unknown;
+    try {
+      raw = JSON.parse(data.toString('utf8'));
+    } catch {
+      return this.sendError(new HeraldError('HERALD_ERR_BAD_REQUEST', 'message is not valid JSON'));
+    }
+    const parsed = wsClientMessage.safeParse(raw);
+    if (!parsed.success) {
+      const op = (raw as { op?: unknown } | null)?.op;
+      const known = op === 'subscribe' || op === 'unsubscribe' || op === 'ping';
+      const issue = parsed.error.issues[0];
+      return this.sendError(
+        new HeraldError(
+          'HERALD_ERR_BAD_REQUEST',
+          known ? `bad ${String(op)} message: ${issue?.path.join('.') || 'message'}: ${issue?.message}` : `unknown op ${JSON.stringify(op)?.slice(0, 40)}: use subscribe, unsubscribe or ping`,
+        ),
+      );
+    }
+    const msg = parsed.data;
+    if (msg.op === 'ping') return this.send({ op: 'pong' });
+    if (!this.takeToken()) {
+      this.ctx.metrics.wsPolicyCloses.inc();
+      return this.close(WS_CLOSE.POLICY, 'subscribe rate exceeded');
+    }
+    if (msg.op === 'subscribe') void this.subscribe(msg.topics, msg.since, msg.epoch);
+    else void this.unsubscribe(msg.topics);
+  }
+
+  private async subscribe(topics: string[], rawSince: unknown, epoch: string | undefined): Promise<void> {
+    const generation = ++this.generation;
+    this.stopStream();
+    try {
+      if (topics.length > this.ctx.config.wsMaxTopicsPerConnection) {
+        throw new HeraldError('HERALD_ERR_BAD_REQUEST', `at most ${this.ctx.config.wsMaxTopicsPerConnection} topics per connection`);
+      }
+      const filter = TopicFilter.parse(topics);
+      const since = parseSince(rawSince === undefined ? 'now' : rawSince);
+      await this.start(generation, filter, since, epoch);
+    } catch (err) {
+      if (generation === this.generation) this.sendError(publicError(err));
+    }
+  }
+
+  private async unsubscribe(topics: string[]): Promise<void> {
+    const generation = ++this.generation;
+    try {
+      const current = this.sub;
+      const remove = TopicFilter.parse(topics);
+      if (!current) return;
+      const left = current.filter.without(remove);
+      const position = current.position;
+      this.stopStream();
+      this.idlePosition = position;
+      if (left) await this.start(generation, left, position, undefined);
+      else this.send({ op: 'subscribed', epoch: current.epoch, head: this.ctx.hub.head, since: position, topics: [] });
+    } catch (err) {
+      if (generation === this.generation) this.sendError(publicError(err));
+    }
+  }
+
+  private async start(generation: number, filter: TopicFilter, since: number | 'now', epoch: string | undefined): Promise<void> {
+    const sub = await subscribe(this.ctx, 'ws', this.reader, { filter, since, epoch });
+    if (generation !== this.generation || this._state !== 'open') {
+      sub.close();
+      return;
+    }
+    this.sub = sub;
+    this.sentPosition = sub.since;
+    this.send({ op: 'subscribed', epoch: sub.epoch, head: Math.max(this.ctx.hub.head, sub.since), since: sub.since, topics: filter.entries() });
+    void this.pump(sub);
+  }
+
+  private async pump(sub: Subscription): Promise<void> {
+    try {
+      while (this.sub === sub && sub.state !== 'closed') {
+        const events = await sub.next();
+        if (this.sub !== sub || events.length === 0) continue;
+        this.sendBatch(events);
+        if (this.ws.bufferedAmount > this.ctx.config.maxClientQueueBytes) await this.waitForDrain(sub);
+      }
+    } catch (err) {
+      if (this.sub !== sub) return;
+      const e = publicError(err);
+      if (e.code === 'HERALD_ERR_SLOW_CONSUMER') {
+        this.ctx.metrics.slowConsumerCloses.labels('ws').inc();
+        this.close(WS_CLOSE.SLOW_CONSUMER, e.message);
+        return;
+      }
+      if (e.code === 'HERALD_ERR_INTERNAL') this.ctx.logger.error({ err }, 'websocket stream failed');
+      this.idlePosition = sub.position;
+      this.stopStream();
+      this.sendError(e, { position: this.idlePosition });
+    }
+  }
+
+  /** Writes a batch of frames with the socket corked, so they leave in one syscall. */
+  private sendBatch(events: Event[]): void {
+    const socket = (this.ws as unknown as { _socket?: Socket })._socket;
+    socket?.cork();
+    let bytes = 0;
+    for (const e of events) {
+      const frame = e.wsFrame;
+      bytes += frame.length;
+      this.ws.send(frame, { binary: false });
+    }
+    socket?.uncork();
+    this.sentPosition = events[events.length - 1]!.id;
+    this.ctx.metrics.deliveries.labels('ws').inc(events.length);
+    this.ctx.metrics.wsBytesOut.inc(bytes);
+    this.ctx.metrics.deliveryLag.labels('ws').observe((Date.now() - Date.parse(events[0]!.at)) / 1000);
+  }
+
+  private waitForDrain(sub: Subscription): Promise<void> {
+    const socket = (this.ws as unknown as { _socket?: Socket })._socket;
+    const timeoutMs = this.ctx.config.slowConsumerTimeoutMs;
+    return new Promise((resolve, reject) => {
+      if (!socket) return resolve();
+      const done = () => {
+        clearTimeout(timer);
+        socket.off('drain', done);
+        socket.off('close', done);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        socket.off('drain', done);
+        socket.off('close', done);
+        if (this.sub !== sub || this._state !== 'open') return resolve();
+        reject(new HeraldError('HERALD_ERR_SLOW_CONSUMER', `did not read for ${timeoutMs} ms; resume from the position`));
+      }, timeoutMs);
+      socket.on('drain', done);
+      socket.on('close', done);
+    });
+  }
+
+  private stopStream(): void {
+    const sub = this.sub;
+    this.sub = null;
+    sub?.close();
+  }
+
+  private takeToken(): boolean {
+    const now = Date.now();
+    const { wsSubscribeBurst, wsSubscribePerS } = this.ctx.config;
+    this.tokens = Math.min(wsSubscribeBurst, this.tokens + ((now - this.tokensAt) / 1000) * wsSubscribePerS);
+    this.tokensAt = now;
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+
+  private sendError(err: HeraldError, extra: Record<string, unknown> = {}): void {
+    const { error } = err.toWire();
+    this.send({ ...extra, ...error, op: 'error' } as WsServerMessage);
+  }
+
+  private send(msg: WsServerMessage): void {
+    if (this._state !== 'open') return;
+    this.ws.send(JSON.stringify(msg));
+  }
+}
