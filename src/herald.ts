@@ -18,13 +18,14 @@ import { EventLog } from './events/log.ts';
 import { Pruner } from './events/retention.ts';
 import { TopicAccess } from './gateway/access.ts';
 import { Sessions } from './gateway/sessions.ts';
-import { attachWebSocket } from './gateway/websocket.ts';
+import { attachWebSocket, type WebSocketGateway } from './gateway/websocket.ts';
 import { createApp } from './http/app.ts';
 import { createMetrics } from './http/metrics.ts';
 import { createLogger, type Logger } from './logger.ts';
 
 export interface Herald {
   readonly ctx: HeraldContext;
+  readonly websockets: WebSocketGateway;
   /** Base URL of the HTTP server, e.g. http://127.0.0.1:8080. */
   readonly url: string;
   readonly databaseUrl: string;
@@ -143,5 +144,5 @@ export async function startHerald(config: Config, options: StartOptions = {}): P
       logger.info('herald stopped');
     })());
 
-  return { ctx, url, databaseUrl, server, pruner, close };
+  return { ctx, websockets, url, databaseUrl, server, pruner, close };
 }

@@ -12,8 +12,17 @@ import { HeraldError, publicError } from '../errors.ts';
 import { ROUTES } from './protocol.ts';
 import { WsSession } from './ws-session.ts';
 
+export interface QueueStats {
+  connections: number;
+  /** Sum over connections of buffered-but-unsent bytes. */
+  queuedBytes: number;
+  /** The largest single connection's queued bytes. */
+  maxQueuedBytes: number;
+}
+
 export interface WebSocketGateway {
   readonly size: number;
+  stats(): QueueStats;
   /** Waits for every connection to close (after sessions.closeAll), cutting them after graceMs. */
   close(graceMs: number): Promise<void>;
 }
@@ -68,10 +77,27 @@ export function attachWebSocket(ctx: HeraldContext, server: http.Server): WebSoc
     for (const s of sessions) s.checkpoint();
   }, ctx.config.checkpointIntervalMs);
 
+  const stats = (): QueueStats => {
+    let queuedBytes = 0;
+    let maxQueuedBytes = 0;
+    for (const s of sessions) {
+      const q = s.queuedBytes;
+      queuedBytes += q;
+      if (q > maxQueuedBytes) maxQueuedBytes = q;
+    }
+    return { connections: sessions.size, queuedBytes, maxQueuedBytes };
+  };
+  ctx.metrics.onCollect(() => {
+    const st = stats();
+    ctx.metrics.wsQueuedBytes.set(st.queuedBytes);
+    ctx.metrics.wsQueuedBytesMax.set(st.maxQueuedBytes);
+  });
+
   return {
     get size() {
       return sessions.size;
     },
+    stats,
     async close(graceMs: number) {
       clearInterval(heartbeat);
       clearInterval(checkpoints);

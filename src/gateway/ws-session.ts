@@ -51,6 +51,11 @@ export class WsSession {
     return this._state;
   }
 
+  /** Bytes held for this client: its Subscription's buffer plus the socket's unsent bytes. */
+  get queuedBytes(): number {
+    return (this.sub?.queuedBytes ?? 0) + this.ws.bufferedAmount;
+  }
+
   /** The cursor this client can resume from. */
   get position(): number {
     return this.sub ? this.sub.position : this.idlePosition;
@@ -186,6 +191,11 @@ export class WsSession {
       if (e.code === 'HERALD_ERR_SLOW_CONSUMER') {
         this.ctx.metrics.slowConsumerCloses.labels('ws').inc();
         this.close(WS_CLOSE.SLOW_CONSUMER, e.message);
+        // The close frame waits behind the unsent backlog, and a stalled peer never answers
+        // it (ws would wait 30 s): give it one more timeout, then drop the connection and
+        // the memory with it.
+        const grace = setTimeout(() => this.ws.terminate(), this.ctx.config.slowConsumerTimeoutMs);
+        this.ws.once('close', () => clearTimeout(grace));
         return;
       }
       if (e.code === 'HERALD_ERR_INTERNAL') this.ctx.logger.error({ err }, 'websocket stream failed');

@@ -42,6 +42,7 @@ export function createReadyzHandler(ctx: HeraldContext) {
 export function createMetricsHandler(ctx: HeraldContext) {
   return async (_req: Request, res: Response) => {
     ctx.metrics.listenerHead.set(ctx.hub.head);
+    ctx.metrics.collect();
     res.type(ctx.metrics.registry.contentType).send(await ctx.metrics.registry.metrics());
   };
 }

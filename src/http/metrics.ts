@@ -3,6 +3,7 @@ import client from 'prom-client';
 
 export function createMetrics() {
   const registry = new client.Registry();
+  const collectors: (() => void)[] = [];
   client.collectDefaultMetrics({ register: registry });
   const m = {
     registry,
@@ -22,6 +23,8 @@ export function createMetrics() {
     slowConsumerFallbacks: new client.Counter({ name: 'herald_slow_consumer_fallbacks_total', help: 'Subscribers whose buffer overflowed and went back to table reads.', registers: [registry] }),
     slowConsumerCloses: new client.Counter({ name: 'herald_slow_consumer_closes_total', help: 'Connections closed because they did not drain in time.', labelNames: ['transport'], registers: [registry] }),
     wsConnections: new client.Gauge({ name: 'herald_ws_connections', help: 'Open WebSocket connections.', registers: [registry] }),
+    wsQueuedBytes: new client.Gauge({ name: 'herald_ws_queued_bytes', help: 'Bytes buffered for WebSocket clients (subscription buffers plus unsent socket bytes).', registers: [registry] }),
+    wsQueuedBytesMax: new client.Gauge({ name: 'herald_ws_queued_bytes_max', help: 'Bytes buffered for the most backed-up WebSocket client.', registers: [registry] }),
     wsBytesOut: new client.Counter({ name: 'herald_ws_bytes_out_total', help: 'Bytes of event frames written to WebSocket clients.', registers: [registry] }),
     wsPolicyCloses: new client.Counter({ name: 'herald_ws_policy_closes_total', help: 'WebSocket connections closed with 1008 (subscribe flood).', registers: [registry] }),
     fanoutSeconds: new client.Histogram({
@@ -31,6 +34,14 @@ export function createMetrics() {
       registers: [registry],
     }),
     eventsPruned: new client.Counter({ name: 'herald_events_pruned_total', help: 'Events deleted by retention.', registers: [registry] }),
+    /** Registers a callback run before each scrape (for values computed on demand). */
+    onCollect(fn: () => void) {
+      collectors.push(fn);
+    },
+    /** Runs the on-demand collectors; called by the /metrics handler. */
+    collect() {
+      for (const fn of collectors) fn();
+    },
   };
   return m;
 }

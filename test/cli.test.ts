@@ -1,0 +1,138 @@
+/** The `herald` command as a real child process (bin/herald.js), signals and all. */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import { connect, type HeraldEvent } from '../src/client/index.ts';
+import { createPool } from '../src/db/pool.ts';
+import { EventLog } from '../src/events/log.ts';
+import { createLogger } from '../src/logger.ts';
+import { createTestDatabase } from './support/db.ts';
+import { until } from './support/herald.ts';
+import { freePort } from './support/ports.ts';
+import { openWs } from './support/ws.ts';
+
+const BIN = fileURLToPath(new URL('../bin/herald.js', import.meta.url));
+const children = new Set<ChildProcess>();
+const cleanups: (() => Promise<unknown>)[] = [];
+afterAll(async () => {
+  for (const c of children) c.kill('SIGKILL');
+  for (const c of cleanups.reverse()) await c().catch(() => undefined);
+});
+
+function run(args: string[], env: Record<string, string>): { child: ChildProcess; out: string[]; err: string[] } {
+  const child = spawn(process.execPath, [BIN, ...args], { env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  child.on('exit', () => children.delete(child));
+  const out: string[] = [];
+  const err: string[] = [];
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => out.push(d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => err.push(d));
+  return { child, out, err };
+}
+
+async function serve(databaseUrl: string, port: number) {
+  const p = run(['serve', '--port', String(port), '--host', '127.0.0.1'], { DATABASE_URL: databaseUrl, HERALD_SHUTDOWN_GRACE_MS: '2000' });
+  await until(() => p.out.join('').includes('herald listening on'), 30_000, 'herald to start');
+  return p;
+}
+
+describe('herald CLI', () => {
+  it('SIGTERM mid-stream: clients get 1001 with their cursor; after a restart the client library ends with exactly the right events', async () => {
+    const db = await createTestDatabase();
+    cleanups.push(db.drop);
+    const port = await freePort();
+    const url = `http://127.0.0.1:${port}`;
+    const first = await serve(db.url, port);
+    const pool = createPool(db.url, 4, createLogger('silent'));
+    cleanups.push(() => pool.end());
+    const log = new EventLog(pool);
+
+    const received: HeraldEvent[][] = [[], [], []];
+    const topics = [['r:a'], ['r:*'], ['*']];
+    const conns = received.map((list, i) => connect({ url, topics: topics[i]!, since: 0, backoff: { initialMs: 50, maxMs: 200 }, onEvent: (e) => list.push(e) }));
+    cleanups.push(async () => conns.forEach((c) => c.close()));
+    await Promise.all(conns.map((c) => c.ready));
+    const raw = await openWs(url);
+    raw.send({ op: 'subscribe', topics: ['r:a'], since: 0 });
+    await raw.waitFor((m) => m.op === 'subscribed');
+
+    let producing = true;
+    let n = 0;
+    const producer = (async () => {
+      while (producing) {
+        await log.emitMany([{ topic: n % 2 ? 'r:a' : 'r:b', type: 't', data: n }, { topic: 's:c', type: 't', data: n }]).then(
+          () => (n += 1),
+          () => undefined,
+        );
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    })();
+    await until(() => received[2]!.length > 40, 10_000, 'traffic');
+
+    first.child.kill('SIGTERM');
+    const [code] = await once(first.child, 'exit');
+    expect(code).toBe(0);
+    const closed = await raw.closed;
+    expect(closed.code).toBe(1001);
+    const position = (JSON.parse(closed.reason) as { position: number }).position;
+    expect(position).toBeGreaterThan(0);
+    expect(raw.events().every((id) => id <= position)).toBe(true);
+
+    await new Promise((r) => setTimeout(r, 300)); // events commit while Herald is down
+    await serve(db.url, port);
+    await until(() => conns.every((c) => c.state === 'open'), 20_000, 'clients to reconnect');
+    await new Promise((r) => setTimeout(r, 200));
+    producing = false;
+    await producer;
+
+    const { rows } = await pool.query<{ id: number; topic: string }>('select id, topic from herald.events order by id');
+    const want = [rows.filter((r) => r.topic === 'r:a'), rows.filter((r) => r.topic.startsWith('r:')), rows].map((l) => l.map((r) => r.id));
+    for (const [i, list] of received.entries()) {
+      await until(() => list.length >= want[i]!.length, 20_000, `client ${i} to catch up`);
+      expect(list.map((e) => e.id)).toEqual(want[i]);
+    }
+  });
+
+  it('herald tail prints matching events as JSON lines from --since', async () => {
+    const db = await createTestDatabase();
+    cleanups.push(db.drop);
+    const port = await freePort();
+    const server = await serve(db.url, port);
+    const pool = createPool(db.url, 2, createLogger('silent'));
+    cleanups.push(() => pool.end());
+    const ids = await new EventLog(pool).emitMany([
+      { topic: 'tail:a', type: 'x', data: { n: 1 } },
+      { topic: 'other', type: 'x' },
+      { topic: 'tail:b', type: 'y', data: 'two' },
+    ]);
+    const tail = run(['tail', '--url', `http://127.0.0.1:${port}`, '--topic', 'tail:*', '--since', '0'], {});
+    await until(() => tail.out.join('').trim().split('\n').length >= 2, 15_000, 'tail output');
+    const lines = tail.out.join('').trim().split('\n').map((l) => JSON.parse(l));
+    expect(lines.map((l) => [l.id, l.topic, l.data])).toEqual([
+      [ids[0], 'tail:a', { n: 1 }],
+      [ids[2], 'tail:b', 'two'],
+    ]);
+    tail.child.kill('SIGINT');
+    await once(tail.child, 'exit');
+    server.child.kill('SIGTERM');
+    await once(server.child, 'exit');
+  });
+
+  it('a bad setting stops start-up with a message naming it; migrate and config work', async () => {
+    const bad = run(['serve'], { PORT: 'eighty' });
+    const [code] = await once(bad.child, 'exit');
+    expect(code).toBe(78);
+    expect(bad.err.join('')).toContain('port (PORT="eighty")');
+
+    const db = await createTestDatabase();
+    cleanups.push(db.drop);
+    const migrate = run(['migrate'], { DATABASE_URL: db.url });
+    expect((await once(migrate.child, 'exit'))[0]).toBe(0);
+    expect(migrate.out.join('')).toContain('schema is up to date');
+
+    const config = run(['config'], {});
+    expect((await once(config.child, 'exit'))[0]).toBe(0);
+    expect(config.out.join('')).toContain('`HERALD_MAX_CLIENT_QUEUE_BYTES`');
+  });
+});

@@ -1,0 +1,240 @@
+/**
+ * The client library against real servers, under the faults the issue lists: random
+ * disconnects with concurrent out-of-order commits, the LISTEN backend killed and Postgres
+ * restarted, two Herald instances on one database. (Herald killed with SIGTERM and started
+ * again is in test/cli.test.ts, where Herald runs as a real child process.)
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import WebSocket from 'ws';
+import { afterAll, describe, expect, it } from 'vitest';
+import { connect, HeraldClientError, type HeraldConnection, type HeraldEvent, type WebSocketConstructor } from '../../src/client/index.ts';
+import { startEmbeddedPostgres } from '../../src/db/embedded.ts';
+import { migrate } from '../../src/db/migrate.ts';
+import { TopicFilter } from '../../src/events/topic.ts';
+import { createLogger } from '../../src/logger.ts';
+import { createTestDatabase } from '../support/db.ts';
+import { startTestHerald, until } from '../support/herald.ts';
+import { freePort } from '../support/ports.ts';
+
+const cleanups: (() => Promise<unknown>)[] = [];
+afterAll(async () => {
+  for (const c of cleanups.reverse()) await c().catch(() => undefined);
+});
+const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A `ws` subclass that records its instances, so a test can cut them like a network would. */
+function trackingWebSocket(): { Ctor: WebSocketConstructor; sockets: Set<WebSocket> } {
+  const sockets = new Set<WebSocket>();
+  class Tracked extends WebSocket {
+    constructor(url: string) {
+      super(url);
+      sockets.add(this);
+      this.on('close', () => sockets.delete(this));
+    }
+  }
+  return { Ctor: Tracked as unknown as WebSocketConstructor, sockets };
+}
+
+interface Follower {
+  filter: TopicFilter;
+  start: number;
+  events: HeraldEvent[];
+  conn: HeraldConnection;
+}
+
+function follow(url: string, topics: string[], start: number, Ctor: WebSocketConstructor): Follower {
+  const f: Follower = { filter: TopicFilter.parse(topics), start, events: [], conn: undefined as unknown as HeraldConnection };
+  f.conn = connect({ url, topics, since: start, WebSocket: Ctor, backoff: { initialMs: 20, maxMs: 300 }, onEvent: (e) => f.events.push(e) });
+  return f;
+}
+
+/** Producers in overlapping transactions that commit out of order, some rolling back. */
+async function produce(url: string, producers: number, rounds: number, topics: string[]): Promise<void> {
+  const pool = new pg.Pool({ connectionString: url, max: producers });
+  try {
+    await Promise.all(
+      Array.from({ length: producers }, async (_, p) => {
+        for (let r = 0; r < rounds; r++) {
+          for (;;) {
+            const c = await pool.connect().catch(() => null);
+            if (!c) {
+              await pause(50);
+              continue;
+            }
+            try {
+              await c.query('begin');
+              await c.query(`select herald.emit($1, 'x', $2)`, [topics[(p + r) % topics.length], JSON.stringify({ p, r })]);
+              await pause(Math.random() * 6);
+              if ((p + r) % 7 === 3) await c.query('rollback');
+              else await c.query('commit');
+              c.release();
+              break;
+            } catch {
+              // Postgres went away mid-transaction: nothing committed; try the round again.
+              c.release(true);
+              await pause(50);
+            }
+          }
+        }
+      }),
+    );
+  } finally {
+    await pool.end();
+  }
+}
+
+/** What a follower must end with: every committed matching event after its start, in order. */
+async function expected(url: string, f: Follower): Promise<number[]> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  const { rows } = await c.query<{ id: string; topic: string }>('select id, topic from herald.events where id > $1 order by id', [f.start]);
+  await c.end();
+  return rows.filter((r) => f.filter.matches(r.topic)).map((r) => Number(r.id));
+}
+
+async function settle(url: string, followers: Follower[]): Promise<void> {
+  for (const f of followers) {
+    const want = await expected(url, f);
+    await until(() => f.events.length >= want.length, 30_000, `follower ${f.filter.entries()} to reach ${want.length} events (has ${f.events.length})`);
+    expect(f.events.map((e) => e.id)).toEqual(want);
+  }
+}
+
+const FILTERS = [['t:0'], ['t:1', 't:2'], ['t:*'], ['*'], ['t:3', 'u:*'], ['u:1'], ['t:4', 't:0']];
+const TOPICS = ['t:0', 't:1', 't:2', 't:3', 't:4', 'u:1', 'u:2'];
+
+describe('client library', () => {
+  it('200 clients with different filters and random disconnects, against out-of-order producers: each gets exactly its committed events, once, in order', async () => {
+    const db = await createTestDatabase();
+    cleanups.push(db.drop);
+    const herald = await startTestHerald(db.url);
+    cleanups.push(herald.close);
+    const { Ctor, sockets } = trackingWebSocket();
+    const followers = Array.from({ length: 200 }, (_, i) => follow(herald.url, FILTERS[i % FILTERS.length]!, 0, Ctor));
+    cleanups.push(async () => followers.forEach((f) => f.conn.close()));
+    await Promise.all(followers.map((f) => f.conn.ready));
+
+    let chaos = true;
+    let cuts = 0;
+    const chaosMonkey = (async () => {
+      while (chaos) {
+        const list = [...sockets];
+        for (let k = 0; k < 10 && list.length; k++) {
+          list.splice(Math.floor(Math.random() * list.length), 1)[0]!.terminate();
+          cuts++;
+        }
+        await pause(40);
+      }
+    })();
+    await produce(db.url, 8, 40, TOPICS);
+    chaos = false;
+    await chaosMonkey;
+    expect(cuts).toBeGreaterThan(50);
+    await settle(db.url, followers);
+    const total = (await herald.ctx.log.readHead()).head;
+    expect(total).toBeGreaterThan(200);
+  });
+
+  it('the LISTEN backend killed and Postgres restarted mid-stream: clients end with exactly the right events', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'herald-client-restart-'));
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    const cluster = await startEmbeddedPostgres({ dir: path.join(dir, 'pg'), port: await freePort(), settings: { fsync: 'off' } });
+    cleanups.push(cluster.stop);
+    const setup = new pg.Pool({ connectionString: cluster.url, max: 1 });
+    await migrate(setup, createLogger('silent'));
+    await setup.end();
+    const herald = await startTestHerald(cluster.url, { listenerReconnectMaxMs: 300 });
+    cleanups.push(herald.close);
+    const { Ctor } = trackingWebSocket();
+    const followers = Array.from({ length: 20 }, (_, i) => follow(herald.url, FILTERS[i % FILTERS.length]!, 0, Ctor));
+    cleanups.push(async () => followers.forEach((f) => f.conn.close()));
+    await Promise.all(followers.map((f) => f.conn.ready));
+
+    const killer = new pg.Pool({ connectionString: cluster.url, max: 1 });
+    let killing = true;
+    const kills = (async () => {
+      while (killing) {
+        await killer.query(`select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'herald-listener'`).catch(() => undefined);
+        await pause(80);
+      }
+    })();
+    const producing = produce(cluster.url, 4, 30, TOPICS);
+    await pause(300);
+    killing = false;
+    await kills;
+    await killer.end();
+    await cluster.stop();
+    await pause(300);
+    await cluster.start();
+    await producing;
+    await produce(cluster.url, 2, 10, TOPICS);
+    await settle(cluster.url, followers);
+    expect(herald.ctx.listener.reconnects).toBeGreaterThan(1);
+  });
+
+  it('scale-out: clients hopping between two Herald instances on one database with since end with exactly the right events', async () => {
+    const db = await createTestDatabase();
+    cleanups.push(db.drop);
+    const a = await startTestHerald(db.url);
+    const b = await startTestHerald(db.url);
+    cleanups.push(a.close, b.close);
+    const results = Array.from({ length: 12 }, (_, i) => ({ topics: FILTERS[i % FILTERS.length]!, ids: [] as number[], position: 0, hops: 0 }));
+    let running = true;
+    const hoppers = results.map(async (r, i) => {
+      while (running || r.hops < 2) {
+        const server = (r.hops + i) % 2 === 0 ? a : b;
+        const done = new Promise<void>((resolve) => {
+          const conn = connect({
+            url: server.url,
+            topics: r.topics,
+            since: r.position,
+            backoff: { initialMs: 10, maxMs: 50 },
+            onEvent: (e) => r.ids.push(e.id),
+          });
+          setTimeout(() => {
+            r.position = conn.position ?? r.position;
+            conn.close();
+            resolve();
+          }, 50 + Math.random() * 100);
+        });
+        await done;
+        r.hops++;
+      }
+    });
+    await produce(db.url, 6, 30, TOPICS);
+    running = false;
+    await Promise.all(hoppers);
+    // A final pass from each position on the other instance picks up anything left.
+    for (const [i, r] of results.entries()) {
+      const server = i % 2 === 0 ? b : a;
+      const f = follow(server.url, r.topics, r.position, WebSocket as unknown as WebSocketConstructor);
+      const want = await expected(db.url, f);
+      await until(() => f.events.length >= want.length, 20_000, 'final pass');
+      r.ids.push(...f.events.map((e) => e.id));
+      f.conn.close();
+      const all = await expected(db.url, { ...f, start: 0 });
+      expect(r.ids).toEqual(all);
+      expect(r.hops).toBeGreaterThanOrEqual(2);
+    }
+  });
+
+  it('surfaces cursor_expired and epoch_mismatch to the caller and stops reconnecting', async () => {
+    const db = await createTestDatabase();
+    cleanups.push(db.drop);
+    const herald = await startTestHerald(db.url);
+    cleanups.push(herald.close);
+    await herald.ctx.log.emitMany(Array.from({ length: 10 }, () => ({ topic: 'exp:x', type: 't' })));
+    await herald.ctx.log.prune({ maxAgeMs: 0, maxEvents: 3, batchSize: 100 });
+    const errors: HeraldClientError[] = [];
+    const expired = connect({ url: herald.url, topics: ['exp:x'], since: 1, onEvent: () => undefined, onError: (e) => errors.push(e) });
+    await expect(expired.ready).rejects.toMatchObject({ code: 'cursor_expired', details: { oldest: 8 } });
+    const foreign = connect({ url: herald.url, topics: ['exp:x'], since: 9, epoch: '00000000-0000-4000-8000-000000000000', onEvent: () => undefined, onError: (e) => errors.push(e) });
+    await expect(foreign.ready).rejects.toMatchObject({ code: 'epoch_mismatch' });
+    expect(errors.map((e) => e.code)).toEqual(['cursor_expired', 'epoch_mismatch']);
+    expect(expired.state).toBe('closed');
+    expect(foreign.state).toBe('closed');
+  });
+});
