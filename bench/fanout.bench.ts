@@ -1,0 +1,157 @@
+/**
+ * Fan-out: one event to N WebSocket subscribers. (a) the ceiling, a bare `ws` server
+ * broadcasting pre-built frames with no database; (b) Herald end to end, events committed
+ * to Postgres and delivered by the Listener → Hub → Subscription → WsSession path. Server,
+ * clients and orchestrator are separate processes; Postgres is a fourth.
+ */
+import { fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { peer, type Stats } from './peers/ipc.ts';
+import { benchDatabase, printTable, type Row } from './support.ts';
+
+const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
+const spawnPeer = (file: string, env: Record<string, string> = {}) =>
+  peer(fork(here(file), [], { execArgv: ['--import', 'tsx'], env: { ...process.env, ...env }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+
+const SIZES = (process.env.BENCH_FANOUT_SIZES ?? '100,1000,5000').split(',').map(Number);
+const IDLE_CONNECTIONS = Number(process.env.BENCH_IDLE_CONNECTIONS ?? 10_000);
+const PACED_CLIENTS = 500;
+const PACED_RATE = 200;
+const PACED_SECONDS = Number(process.env.BENCH_PACED_SECONDS ?? 5);
+/** Deliveries per throughput run (events × recipients). */
+const TARGET_DELIVERIES = Number(process.env.BENCH_FANOUT_DELIVERIES ?? 1_000_000);
+
+const cpuUs = (a: Stats, b: Stats) => b.cpuUserUs + b.cpuSystemUs - (a.cpuUserUs + a.cpuSystemUs);
+
+async function waitForCount(clients: ReturnType<typeof spawnPeer>, want: number, timeoutMs = 180_000): Promise<number> {
+  const t0 = performance.now();
+  for (;;) {
+    const n = await clients.call<number>('count');
+    if (n >= want) return performance.now() - t0;
+    if (performance.now() - t0 > timeoutMs) throw new Error(`clients got ${n} of ${want} deliveries`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+/** Commits `count` events, in transactions of `batch`, each carrying the send time `t`. */
+async function produce(pool: pg.Pool, count: number, batch: number, topicOf: (i: number) => string): Promise<void> {
+  for (let i = 0; i < count; i += batch) {
+    const t = performance.timeOrigin + performance.now();
+    const events = Array.from({ length: Math.min(batch, count - i) }, (_, j) => ({ topic: topicOf(i + j), type: 'tick', data: { t, n: i + j } }));
+    await pool.query('select herald.append($1::jsonb)', [JSON.stringify(events)]);
+  }
+}
+
+/** One commit per event, `perSecond` a second on a time-based schedule, as independent producers would. */
+async function paced(pool: pg.Pool, perSecond: number, seconds: number): Promise<number> {
+  const t0 = Date.now();
+  let sent = 0;
+  const inflight = new Set<Promise<unknown>>();
+  while (Date.now() - t0 < seconds * 1000) {
+    const due = Math.floor(((Date.now() - t0) / 1000) * perSecond) - sent;
+    for (let i = 0; i < due; i++) {
+      const t = performance.timeOrigin + performance.now();
+      const p = pool.query('select herald.append($1::jsonb)', [JSON.stringify([{ topic: 'bench:all', type: 'tick', data: { t, n: sent + i } }])]);
+      inflight.add(p);
+      void p.finally(() => inflight.delete(p));
+    }
+    sent += Math.max(0, due);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  await Promise.all(inflight);
+  return sent;
+}
+
+export async function run(): Promise<Row[]> {
+  const db = await benchDatabase();
+  const raw = spawnPeer('./peers/raw-server.ts');
+  const herald = spawnPeer('./peers/herald-server.ts', { BENCH_DATABASE_URL: db.url });
+  const clients = spawnPeer('./peers/clients.ts');
+  const pool = new pg.Pool({ connectionString: db.url, max: 4 });
+  try {
+    await Promise.all([raw.ready, herald.ready, clients.ready]);
+    const rawUrl = await raw.call<string>('url');
+    const heraldUrl = `${(await herald.call<string>('url')).replace(/^http/, 'ws')}/v1/ws`;
+
+    // Throughput
+    const rows: Row[] = [];
+    for (const n of SIZES) {
+      for (const own of [false, true]) {
+        // One topic: every event to every client. Own topics: each event to one client.
+        const events = own ? Math.min(50_000, Math.max(n * 4, 10_000)) : Math.max(50, Math.round(TARGET_DELIVERIES / n));
+        const deliveries = own ? events : events * n;
+
+        await clients.call('open', { url: rawUrl, n });
+        await clients.call('reset');
+        const r0 = performance.now();
+        await raw.call('burst', { count: events, own, chunk: 100 });
+        await waitForCount(clients, deliveries);
+        const rawMs = performance.now() - r0;
+        await clients.call('closeAll');
+
+        await clients.call('open', { url: heraldUrl, n, herald: true, own });
+        await clients.call('reset');
+        const h0 = performance.now();
+        await produce(pool, events, 100, own ? (i) => `bench:${i % n}` : () => 'bench:all');
+        await waitForCount(clients, deliveries);
+        const heraldMs = performance.now() - h0;
+        await clients.call('closeAll');
+
+        const a = deliveries / (rawMs / 1000);
+        const b = deliveries / (heraldMs / 1000);
+        rows.push({ clients: n, topics: own ? 'one each' : 'all on one', events, 'raw ws deliveries/s': Math.round(a), 'herald deliveries/s': Math.round(b), 'b/a': b / a });
+        console.error(`fanout: ${n} clients, ${own ? 'own topics' : 'one topic'}: raw ${Math.round(a)}/s, herald ${Math.round(b)}/s`);
+      }
+    }
+    printTable('Fan-out throughput (deliveries/s; b/a = Herald end to end ÷ bare ws broadcast)', rows);
+
+    // Below saturation: CPU per delivery and commit-to-client latency.
+    const pacedRows: Row[] = [];
+    for (const side of ['raw ws', 'herald'] as const) {
+      const server = side === 'raw ws' ? raw : herald;
+      await clients.call('open', { url: side === 'raw ws' ? rawUrl : heraldUrl, n: PACED_CLIENTS, herald: side === 'herald' });
+      await clients.call('reset', { latency: true });
+      const before = await server.call<Stats>('stats');
+      const sent =
+        side === 'raw ws' ? await raw.call<number>('paced', { perSecond: PACED_RATE, seconds: PACED_SECONDS, own: false }) : await paced(pool, PACED_RATE, PACED_SECONDS);
+      await waitForCount(clients, sent * PACED_CLIENTS, 30_000);
+      const after = await server.call<Stats>('stats');
+      const total = await clients.call<number>('count');
+      const lat = await clients.call<{ n: number; p50: number; p99: number }>('latencies');
+      await clients.call('closeAll');
+      pacedRows.push({
+        server: side,
+        deliveries: total,
+        'server CPU s per 1M deliveries': (cpuUs(before, after) / 1e6 / total) * 1e6,
+        'latency p50 ms': lat.p50,
+        'latency p99 ms': lat.p99,
+      });
+      console.error(`paced ${side}: ${sent} events, ${total} deliveries`);
+    }
+    const cpuRatio = (pacedRows[1]!['server CPU s per 1M deliveries'] as number) / (pacedRows[0]!['server CPU s per 1M deliveries'] as number);
+    pacedRows.push({ server: 'herald ÷ raw', deliveries: '', 'server CPU s per 1M deliveries': cpuRatio, 'latency p50 ms': '', 'latency p99 ms': '' });
+    printTable(`Below saturation: ${PACED_CLIENTS} clients × ${PACED_RATE} events/s for ${PACED_SECONDS} s (Herald: one commit per event; latency is commit-to-client for Herald, send-to-client for raw ws; CPU is the server process only, not Postgres)`, pacedRows);
+
+    // Idle connections.
+    const idleRows: Row[] = [];
+    for (const side of ['raw ws', 'herald'] as const) {
+      const server = side === 'raw ws' ? raw : herald;
+      const before = await server.call<Stats>('stats');
+      const held = await clients.call<number>('open', { url: side === 'raw ws' ? rawUrl : heraldUrl, n: IDLE_CONNECTIONS, herald: side === 'herald', own: true });
+      await new Promise((r) => setTimeout(r, 1000));
+      const after = await server.call<Stats>('stats');
+      idleRows.push({ server: side, 'connections held': held, 'RSS before MiB': before.rss / 2 ** 20, 'RSS after MiB': after.rss / 2 ** 20, 'KiB per connection': (after.rss - before.rss) / 1024 / held });
+      await clients.call('closeAll');
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    printTable(`Idle connections (${IDLE_CONNECTIONS}; Herald connections are subscribed, each to its own topic)`, idleRows);
+    return [...rows, ...pacedRows, ...idleRows];
+  } finally {
+    raw.kill();
+    herald.kill();
+    clients.kill();
+    await pool.end();
+    await db.stop();
+  }
+}

@@ -1,0 +1,14 @@
+/** Herald itself, in its own process, on the bench database. */
+import { loadConfig } from '../../src/config.ts';
+import { startHerald } from '../../src/herald.ts';
+import { serve, stats } from './ipc.ts';
+
+const herald = await startHerald(
+  loadConfig({ port: 0, host: '127.0.0.1', databaseUrl: process.env.BENCH_DATABASE_URL, logLevel: 'warn', retentionMaxAgeMs: 0, wsPingIntervalMs: 600_000 }, {}),
+  { skipMigrations: true },
+);
+serve({
+  url: () => herald.url,
+  stats,
+  connections: () => herald.websockets.size,
+});

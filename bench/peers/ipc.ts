@@ -1,0 +1,57 @@
+/** Tiny request/response over a child process's IPC channel, for the bench peers. */
+import type { ChildProcess } from 'node:child_process';
+
+export interface Stats {
+  cpuUserUs: number;
+  cpuSystemUs: number;
+  rss: number;
+}
+
+export function stats(): Stats {
+  const c = process.cpuUsage();
+  return { cpuUserUs: c.user, cpuSystemUs: c.system, rss: process.memoryUsage.rss() };
+}
+
+/** In a peer: answer requests `{id, cmd, ...}` with `{id, result}` or `{id, error}`. */
+export function serve(handlers: Record<string, (msg: Record<string, unknown>) => unknown>): void {
+  process.on('message', async (msg: { id: number; cmd: string } & Record<string, unknown>) => {
+    try {
+      const handler = handlers[msg.cmd];
+      if (!handler) throw new Error(`unknown command ${msg.cmd}`);
+      process.send!({ id: msg.id, result: await handler(msg) });
+    } catch (err) {
+      process.send!({ id: msg.id, error: (err as Error).message });
+    }
+  });
+  process.send!({ ready: true });
+}
+
+/** In the orchestrator: a client for a peer started with fork(). */
+export function peer(child: ChildProcess) {
+  let next = 1;
+  const pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  const ready = new Promise<void>((resolve, reject) => {
+    child.on('message', (m: { id?: number; ready?: boolean; result?: unknown; error?: string }) => {
+      if (m.ready) return resolve();
+      const p = pending.get(m.id!);
+      if (!p) return;
+      pending.delete(m.id!);
+      if (m.error) p.reject(new Error(m.error));
+      else p.resolve(m.result);
+    });
+    child.on('exit', (code) => reject(new Error(`peer exited with ${code}`)));
+  });
+  return {
+    ready,
+    call<T>(cmd: string, args: Record<string, unknown> = {}): Promise<T> {
+      const id = next++;
+      return new Promise<T>((resolve, reject) => {
+        pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
+        child.send({ id, cmd, ...args });
+      });
+    },
+    kill() {
+      child.kill('SIGKILL');
+    },
+  };
+}
