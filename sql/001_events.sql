@@ -10,7 +10,8 @@
 --
 -- An advisory lock (not a counter row) because updating one shared row fails with a
 -- serialization error under REPEATABLE READ producers; a lock and a sequence do not.
--- NOTIFY already serializes notifying commits per database, so the lock adds little.
+-- NOTIFY already serializes notifying commits (cluster-wide: async.c locks database 0 at
+-- pre-commit), so the lock adds little.
 
 create schema if not exists herald;
 

@@ -41,7 +41,7 @@ export const SETTINGS = {
     doc: 'PostgreSQL URL. Unset: start an embedded PostgreSQL with data in `<dataDir>/pg`.',
     secret: true,
   }),
-  dataDir: setting({ env: 'HERALD_DATA_DIR', schema: z.string().min(1), doc: 'Directory for local state (embedded PostgreSQL, bucket).' }),
+  dataDir: setting({ env: 'HERALD_DATA_DIR', schema: z.string().min(1), doc: 'Directory for local state (the embedded PostgreSQL lives in `<dataDir>/pg`).' }),
   embeddedPgPort: setting({ env: 'HERALD_EMBEDDED_PG_PORT', schema: int(1, 65535), doc: 'Port of the embedded PostgreSQL.' }),
   dbPoolMax: setting({ env: 'HERALD_DB_POOL_MAX', schema: int(2, 1000), doc: 'Connections in the query pool (the LISTEN connection is extra).' }),
   logLevel: setting({

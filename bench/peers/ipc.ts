@@ -7,7 +7,9 @@ export interface Stats {
   rss: number;
 }
 
+/** CPU so far and RSS; collects garbage first (peers run with --expose-gc) so RSS is comparable. */
 export function stats(): Stats {
+  (globalThis as { gc?: () => void }).gc?.();
   const c = process.cpuUsage();
   return { cpuUserUs: c.user, cpuSystemUs: c.system, rss: process.memoryUsage.rss() };
 }

@@ -31,6 +31,8 @@ export class Event {
   readonly dataJson: string;
   /** `{"id":…,"topic":…,"type":…,"data":…,"at":…}`: the body every transport sends. */
   readonly body: string;
+  /** UTF-8 size of `body`: what this event costs in a subscriber's buffer. */
+  readonly bytes: number;
   private parsedData: unknown;
   private wsFrameBytes: Buffer | undefined;
 
@@ -43,6 +45,7 @@ export class Event {
     // Concatenation instead of JSON.stringify of a parsed object: `data` is already JSON
     // text from Postgres, so it is never parsed or re-encoded on the way out.
     this.body = `{"id":${this.id},"topic":${JSON.stringify(this.topic)},"type":${JSON.stringify(this.type)},"data":${this.dataJson},"at":"${this.at}"}`;
+    this.bytes = Buffer.byteLength(this.body);
   }
 
   /** Parsed `data`, for internal consumers (job workers, exporter); parsed at most once. */
@@ -51,10 +54,6 @@ export class Event {
     return this.parsedData;
   }
 
-  /** Bytes this event costs in a subscriber's buffer. */
-  get bytes(): number {
-    return this.body.length;
-  }
 
   /** `{"op":"event",…}` for WebSocket clients, encoded once and shared. */
   get wsFrame(): Buffer {

@@ -167,7 +167,9 @@ export class Subscription implements HubMember {
       if (this._state === 'closed') return [];
       if (this._state === 'replaying') {
         const generation = this.generation;
-        const pageSize = Math.min(this.deps.limits.replayPageSize, limit);
+        // A poll's `limit` (already capped by pollMaxLimit) sizes its one read; streams read
+        // replayPageSize rows at a time.
+        const pageSize = Number.isFinite(limit) ? limit : this.deps.limits.replayPageSize;
         const page = await this.deps.log.read(this.cursor, this.filter, pageSize);
         if (this.isClosed()) return [];
         // Table reads advance the cursor past non-matching rows too (S5).

@@ -7,7 +7,7 @@ export function createMetrics() {
   client.collectDefaultMetrics({ register: registry });
   const m = {
     registry,
-    eventsAppended: new client.Counter({ name: 'herald_events_appended_total', help: 'Events appended through this process (HTTP publish and emit()).', registers: [registry] }),
+    eventsAppended: new client.Counter({ name: 'herald_events_appended_total', help: 'Events appended through POST /v1/events on this process.', registers: [registry] }),
     eventsRead: new client.Counter({ name: 'herald_events_read_total', help: 'Events read from the log by the listener and published to the hub.', registers: [registry] }),
     subscribers: new client.Gauge({ name: 'herald_subscribers', help: 'Open subscriptions, by transport.', labelNames: ['transport'], registers: [registry] }),
     deliveries: new client.Counter({ name: 'herald_deliveries_total', help: 'Events (WebSocket: frames) delivered to clients, by transport.', labelNames: ['transport'], registers: [registry] }),
