@@ -1,5 +1,5 @@
 /**
- * The `herald` command: serve | migrate | emit | config. Flags override environment
+ * The `herald` command: serve | worker | migrate | emit | tail | token create | config. Flags override environment
  * variables, which override defaults (src/config.ts).
  */
 import { Command, Option } from 'commander';
@@ -11,6 +11,7 @@ import { EventLog } from './events/log.ts';
 import { parseSince } from './gateway/protocol.ts';
 import { startHerald } from './herald.ts';
 import { createLogger } from './logger.ts';
+import { TokenStore } from './registry/tokens.ts';
 
 interface CommonFlags {
   port?: string;
@@ -52,7 +53,7 @@ export function buildCli(): Command {
     .showHelpAfterError()
     .addHelpText('after', `\nConfiguration (environment variables; flags win):\n${settingsTable()}\n`);
 
-  withCommon(program.command('serve').description('run the gateway (HTTP, SSE, long-poll) on PORT'))
+  withCommon(program.command('serve').description('run the gateway (WebSocket, SSE, long-poll, job API, workers) on PORT'))
     .addOption(new Option('-p, --port <port>', 'HTTP port (env PORT)'))
     .addOption(new Option('--host <host>', 'interface to bind (env HOST)'))
     .action(async (flags: CommonFlags) => {
@@ -82,6 +83,30 @@ export function buildCli(): Command {
       };
       process.on('SIGINT', () => stop('SIGINT'));
       process.on('SIGTERM', () => stop('SIGTERM'));
+    });
+
+  withCommon(program.command('worker').description('run job workers only (no HTTP); HERALD_WORKERS sets how many')).action(async (flags: CommonFlags) => {
+    const config = configFrom(flags);
+    if (!config.databaseUrl) throw new HeraldError('HERALD_ERR_CONFIG', 'herald worker needs DATABASE_URL (or --database-url): it joins an existing deployment');
+    const logger = createLogger(config.logLevel);
+    const herald = await startHerald(config, { logger, http: false });
+    console.log(`herald worker ${herald.workers?.id ?? '(none)'} running ${config.workers} workers`);
+    const stop = () => void herald.close().then(() => process.exit(0));
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+
+  const token = program.command('token').description('manage API tokens');
+  withCommon(token.command('create').description('create a token for a user (created if new); the token is printed once'))
+    .requiredOption('--user <name>', 'user name')
+    .option('--trustee', 'grant the trustee role')
+    .action(async (flags: CommonFlags & { user: string; trustee?: boolean }) => {
+      const { pool } = await needDatabase(flags);
+      try {
+        console.log(await new TokenStore(pool).create(flags.user, Boolean(flags.trustee)));
+      } finally {
+        await pool.end();
+      }
     });
 
   withCommon(program.command('migrate').description('apply pending migrations and exit')).action(async (flags: CommonFlags) => {
@@ -129,10 +154,10 @@ export function buildCli(): Command {
           url: opts.url,
           topics: opts.topic,
           since,
-          token: opts.token ?? process.env.HERALD_TOKEN,
+          token: opts.token ?? loadConfig().clientToken,
           onEvent: (e) => console.log(JSON.stringify(e)),
           onStateChange: (s) => console.error(`herald tail: ${s}${conn?.position !== undefined ? ` (position ${conn.position})` : ''}`),
-          onError: (err) => reject(new HeraldError('HERALD_ERR_BAD_REQUEST', `${err.code}: ${err.message}`)),
+          onError: (err) => reject(new Error(`${err.code}: ${err.message}`)),
         });
         const stop = () => {
           conn.close();

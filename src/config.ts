@@ -122,6 +122,54 @@ export const SETTINGS = {
     doc: 'Comma-separated bearer tokens that may read private topics (`Authorization` header or `?token=`).',
     secret: true,
   }),
+  workers: setting({ env: 'HERALD_WORKERS', schema: int(0, 256), doc: 'Job workers in this process (0: this process runs no jobs; `herald worker` runs workers alone).' }),
+  jobLeaseMs: setting({
+    env: 'HERALD_JOB_LEASE_MS',
+    schema: int(500, 60 * MINUTE_MS),
+    doc: "A running job's lease, renewed every third of it; a crashed worker's job is retried once it lapses.",
+  }),
+  jobMaxAttempts: setting({ env: 'HERALD_JOB_MAX_ATTEMPTS', schema: int(1, 100), doc: 'Attempts before a job that keeps failing (or losing its worker) is failed for good.' }),
+  jobRetryBackoffMs: setting({ env: 'HERALD_JOB_RETRY_BACKOFF_MS', schema: int(0, 60 * MINUTE_MS), doc: 'Delay before a retry, doubled on each attempt.' }),
+  jobTimeoutMs: setting({ env: 'HERALD_JOB_TIMEOUT_MS', schema: int(100, DAY_MS), doc: 'Default time limit of one job run.' }),
+  jobTimeoutsMs: setting({
+    env: 'HERALD_JOB_TIMEOUTS_MS',
+    // The default (and programmatic callers) give the map itself; the environment gives `type=ms,…`.
+    schema: z.union([
+      z.record(z.string(), z.number().int().min(100)),
+      list.transform((entries, zctx) => {
+        const out: Record<string, number> = {};
+        for (const e of entries) {
+          const m = /^([a-z][a-z0-9-]*)=(\d+)$/.exec(e);
+          if (!m) zctx.addIssue({ code: 'custom', message: `"${e}" is not type=milliseconds` });
+          else out[m[1]!] = Number(m[2]);
+        }
+        return out;
+      }),
+    ]),
+    doc: 'Per-type time limits, e.g. `publish=120000,index-sync=600000`.',
+  }),
+  jobPollMs: setting({
+    env: 'HERALD_JOB_POLL_MS',
+    schema: int(100, 10 * MINUTE_MS),
+    doc: 'Safety re-check for claimable jobs (retries coming due, lapsed leases); new jobs wake workers through the event log at once.',
+  }),
+  unpublishWindowMs: setting({ env: 'HERALD_UNPUBLISH_WINDOW_MS', schema: int(0, 365 * DAY_MS), doc: 'How long after publishing an owner may unpublish a version (trustees always may).' }),
+  maxArchiveBytes: setting({ env: 'HERALD_MAX_ARCHIVE_BYTES', schema: int(1 * KIB, 1024 * MIB), doc: 'Largest accepted package archive (compressed; 413 above).' }),
+  maxArchiveUncompressedBytes: setting({ env: 'HERALD_MAX_ARCHIVE_UNCOMPRESSED_BYTES', schema: int(1 * KIB, 10 * 1024 * MIB), doc: 'Largest total size of an archive once decompressed.' }),
+  maxArchiveFiles: setting({ env: 'HERALD_MAX_ARCHIVE_FILES', schema: int(1, 1_000_000), doc: 'Most entries in one archive.' }),
+  healthcheckUrl: setting({
+    env: 'HERALD_HEALTHCHECK_URL',
+    schema: z.string().url().optional(),
+    doc: 'If set, Herald GETs this URL (healthchecks.io style) every HERALD_HEALTHCHECK_INTERVAL_MS while healthy, so silence alerts the operator.',
+    secret: true,
+  }),
+  healthcheckIntervalMs: setting({ env: 'HERALD_HEALTHCHECK_INTERVAL_MS', schema: int(1000, DAY_MS), doc: 'Interval of the health-check ping.' }),
+  clientToken: setting({
+    env: 'HERALD_TOKEN',
+    schema: z.string().optional(),
+    doc: 'Bearer token the CLI\'s client commands (`herald tail`) send, when `--token` is not given.',
+    secret: true,
+  }),
   shutdownGraceMs: setting({ env: 'HERALD_SHUTDOWN_GRACE_MS', schema: int(0, 10 * MINUTE_MS), doc: 'Time given to streams to drain on SIGTERM.' }),
 } as const;
 
@@ -172,6 +220,22 @@ export const defaults = {
   slowConsumerTimeoutMs: 10 * SECOND_MS,
   privateTopicPrefixes: [],
   readTokens: [],
+  workers: 4,
+  // 30 s: long enough that a GC pause or a slow query never loses a healthy job, short
+  // enough that a crashed worker's job is retried within a minute.
+  jobLeaseMs: 30 * SECOND_MS,
+  jobMaxAttempts: 3,
+  jobRetryBackoffMs: 1 * SECOND_MS,
+  jobTimeoutMs: 5 * MINUTE_MS,
+  jobTimeoutsMs: {},
+  jobPollMs: 5 * SECOND_MS,
+  unpublishWindowMs: 3 * DAY_MS,
+  maxArchiveBytes: 10 * MIB,
+  maxArchiveUncompressedBytes: 50 * MIB,
+  maxArchiveFiles: 2000,
+  healthcheckUrl: undefined,
+  healthcheckIntervalMs: 5 * MINUTE_MS,
+  clientToken: undefined,
 } satisfies Config;
 
 export type ConfigInput = { [K in keyof Config]?: unknown };
@@ -217,7 +281,8 @@ export function redactConfig(config: Config): Record<string, unknown> {
 export function settingsTable(): string {
   const rows = (Object.entries(SETTINGS) as [keyof Config, Setting<z.ZodType>][]).map(([key, s]) => {
     const d = defaults[key];
-    const shown = d === undefined ? '—' : Array.isArray(d) ? (d.length ? d.join(',') : '(empty)') : String(d);
+    const shown =
+      d === undefined ? '—' : Array.isArray(d) ? (d.length ? d.join(',') : '(empty)') : typeof d === 'object' ? Object.entries(d).map(([k, v]) => `${k}=${v}`).join(',') || '(empty)' : String(d);
     return `| \`${s.env}\` | \`${key}\` | ${shown} | ${s.doc} |`;
   });
   return ['| Variable | Key | Default | Meaning |', '| --- | --- | --- | --- |', ...rows].join('\n');

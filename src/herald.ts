@@ -20,6 +20,12 @@ import { TopicAccess } from './gateway/access.ts';
 import { Sessions } from './gateway/sessions.ts';
 import { attachWebSocket, type WebSocketGateway } from './gateway/websocket.ts';
 import { createApp } from './http/app.ts';
+import { startHealthPing } from './http/health.ts';
+import { createRegistryHandlers } from './jobs/handlers.ts';
+import { createJobRoutes } from './jobs/routes.ts';
+import { JobStore } from './jobs/store.ts';
+import { type JobHandler, WorkerPool } from './jobs/worker-pool.ts';
+import { TokenStore } from './registry/tokens.ts';
 import { createMetrics } from './http/metrics.ts';
 import { createLogger, type Logger } from './logger.ts';
 
@@ -31,6 +37,10 @@ export interface Herald {
   readonly databaseUrl: string;
   readonly server: http.Server;
   readonly pruner: Pruner;
+  readonly jobs: JobStore;
+  readonly tokens: TokenStore;
+  /** This process's job workers (null with `workers: 0`). */
+  readonly workers: WorkerPool | null;
   /** Stops accepting, ends every stream with its resume cursor, and releases everything. */
   close(): Promise<void>;
 }
@@ -39,6 +49,10 @@ export interface StartOptions {
   logger?: Logger;
   /** Skip migrations (when `herald migrate` runs separately). */
   skipMigrations?: boolean;
+  /** Serve HTTP (default true; `herald worker` runs workers only). */
+  http?: boolean;
+  /** Extra job handlers by type (embedders and benchmarks); registry handlers are always there. */
+  handlers?: Record<string, JobHandler>;
 }
 
 export async function startHerald(config: Config, options: StartOptions = {}): Promise<Herald> {
@@ -108,28 +122,41 @@ export async function startHerald(config: Config, options: StartOptions = {}): P
   });
   pruner.start();
 
-  const server = http.createServer(createApp(ctx));
+  const jobs = new JobStore(pool);
+  const tokens = new TokenStore(pool);
+  const workers = config.workers > 0 ? new WorkerPool(ctx, jobs, { ...createRegistryHandlers(config), ...options.handlers }) : null;
+  await workers?.start();
+  const stopPing = config.healthcheckUrl
+    ? startHealthPing(config.healthcheckUrl, config.healthcheckIntervalMs, async () => listener.state === 'listening' && (await log.readHead().then(() => true, () => false)), logger)
+    : () => undefined;
+
+  const serveHttp = options.http ?? true;
+  const server = http.createServer(createApp(ctx, createJobRoutes({ ctx, jobs, tokens, workers })));
   const websockets = attachWebSocket(ctx, server);
   // Long-polls may wait pollMaxWaitS; keep Node from cutting them.
   server.requestTimeout = 0;
   server.headersTimeout = 60_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(config.port, config.host, () => {
-      server.off('error', reject);
-      resolve();
+  let url = '';
+  if (serveHttp) {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(config.port, config.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
     });
-  });
-  const address = server.address() as AddressInfo;
-  const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
-  const url = `http://${host}:${address.port}`;
-  logger.info({ url }, 'herald is serving');
+    const address = server.address() as AddressInfo;
+    const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
+    url = `http://${host}:${address.port}`;
+    logger.info({ url }, 'herald is serving');
+  }
 
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
       state.stopping = true;
-      const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()));
+      stopPing();
+      const serverClosed = serveHttp ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
       sessions.closeAll(new HeraldError('HERALD_ERR_SHUTTING_DOWN', 'server is shutting down: resume from your last position on any instance'));
       server.closeIdleConnections();
       // Streams got their closing frame; give them a moment to flush, then cut.
@@ -137,6 +164,7 @@ export async function startHerald(config: Config, options: StartOptions = {}): P
       await websockets.close(config.shutdownGraceMs);
       await serverClosed;
       clearTimeout(grace);
+      await workers?.stop();
       await pruner.stop();
       await listener.close();
       await pool.end();
@@ -144,5 +172,5 @@ export async function startHerald(config: Config, options: StartOptions = {}): P
       logger.info('herald stopped');
     })());
 
-  return { ctx, websockets, url, databaseUrl, server, pruner, close };
+  return { ctx, websockets, url, databaseUrl, server, pruner, jobs, tokens, workers, close };
 }

@@ -2,7 +2,8 @@
  * connect(): a WebSocket subscription that survives disconnects. It resumes from the last
  * delivered id (or a later checkpoint) with capped, jittered backoff, drops any id it has
  * already delivered, and stops on errors that retrying cannot fix (cursor_expired,
- * epoch_mismatch, cursor_ahead, forbidden, bad_request), reporting them to the caller.
+ * epoch_mismatch, cursor_ahead, forbidden, bad_request, unauthorized, and in Node a refused
+ * upgrade), reporting them to the caller.
  * Works in browsers (global WebSocket) and in Node (the `ws` package).
  */
 
@@ -76,7 +77,7 @@ export interface HeraldConnection {
 }
 
 /** Server error codes after which retrying the same subscription cannot succeed. */
-const FATAL = new Set(['cursor_expired', 'epoch_mismatch', 'cursor_ahead', 'forbidden', 'bad_request', 'unauthorized']);
+const FATAL = new Set(['cursor_expired', 'epoch_mismatch', 'cursor_ahead', 'forbidden', 'bad_request', 'unauthorized', 'not_found']);
 
 function wsUrl(url: string, token: string | undefined): string {
   const u = new URL(url);
@@ -203,7 +204,15 @@ export function connect<T = unknown>(opts: ConnectOptions<T>): HeraldConnection 
     ws.onmessage = (ev) => {
       if (socket === ws) onMessage(typeof ev.data === 'string' ? ev.data : String(ev.data));
     };
-    ws.onerror = () => undefined; // followed by onclose
+    ws.onerror = (ev) => {
+      // Node's `ws` reports a refused upgrade with its status; retrying cannot fix 401/403/404.
+      // (Browsers do not expose the status: there the client keeps retrying with backoff.)
+      const m = /Unexpected server response: (40[134])/.exec(String((ev as { message?: unknown })?.message ?? ''));
+      if (m && socket === ws) {
+        const code = { '401': 'unauthorized', '403': 'forbidden', '404': 'not_found' }[m[1] as '401' | '403' | '404'];
+        fail(new HeraldClientError(code, `the server refused the connection (${m[1]})`, {}));
+      }
+    };
     ws.onclose = () => {
       if (socket !== ws) return;
       socket = null;

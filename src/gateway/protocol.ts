@@ -49,6 +49,7 @@ function topics(raw: unknown): TopicFilter {
 
 const epochSchema = z.string().regex(/^[0-9a-f-]{36}$/, 'epoch must be a UUID');
 
+
 function intIn(raw: string | undefined, field: string, min: number, max: number, dflt: number): number {
   if (raw === undefined) return dflt;
   const n = /^\d{1,10}$/.test(raw) ? Number(raw) : Number.NaN;
@@ -113,7 +114,7 @@ export const wsClientMessage = z.discriminatedUnion('op', [
     op: z.literal('subscribe'),
     topics: z.array(z.string()).min(1),
     since: z.union([z.number(), z.string()]).optional(),
-    epoch: z.string().optional(),
+    epoch: z.string().regex(/^[0-9a-f-]{36}$/, 'epoch must be the UUID returned by /v1/head').optional(),
   }),
   z.object({ op: z.literal('unsubscribe'), topics: z.array(z.string()).min(1) }),
   z.object({ op: z.literal('ping') }),
@@ -129,13 +130,14 @@ export type WsServerMessage =
 
 /** WebSocket close codes Herald uses (docs/errors.md). */
 export const WS_CLOSE = {
-  /** Server shutting down; the reason carries `{"position":N}`. */
+  // Every Herald-initiated close carries `{"position":N,"message":…}` in its reason.
+  /** Server shutting down. */
   GOING_AWAY: 1001,
   /** Policy: subscribe flood. */
   POLICY: 1008,
   /** A client message over wsMaxPayloadBytes (sent by ws itself). */
   TOO_BIG: 1009,
-  /** Did not drain within slowConsumerTimeoutMs; the reason carries `{"position":N}`. */
+  /** Did not drain within slowConsumerTimeoutMs. */
   SLOW_CONSUMER: 4008,
 } as const;
 

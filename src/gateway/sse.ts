@@ -8,6 +8,7 @@ import type { Request, Response } from 'express';
 import { subscribe, type HeraldContext } from '../context.ts';
 import { HeraldError, publicError } from '../errors.ts';
 import type { Event } from '../events/event.ts';
+import { waitForRoom } from './backpressure.ts';
 import { parseStreamQuery } from './protocol.ts';
 
 type SseState = 'streaming' | 'closed';
@@ -39,7 +40,7 @@ export function createSseHandler(ctx: HeraldContext) {
     });
     res.flushHeaders();
     res.socket?.setNoDelay(true);
-    res.write(`retry: 1000\nevent: subscribed\ndata: {"epoch":"${sub.epoch}","head":${ctx.hub.head},"since":${sub.since}}\n\n`);
+    res.write(`retry: 1000\nevent: subscribed\ndata: {"epoch":"${sub.epoch}","head":${Math.max(ctx.hub.head, sub.since)},"since":${sub.since}}\n\n`);
 
     const end = (reason?: HeraldError) => {
       if (state === 'closed') return;
@@ -58,12 +59,13 @@ export function createSseHandler(ctx: HeraldContext) {
     const unregister = ctx.sessions.add({ close: end });
     res.on('close', () => end());
 
+    const overBudget = () => res.writableLength > ctx.config.maxClientQueueBytes;
     const heartbeat = setInterval(() => {
-      if (state === 'streaming') res.write(': heartbeat\n\n');
+      if (state === 'streaming' && !overBudget()) res.write(': heartbeat\n\n');
     }, ctx.config.sseHeartbeatMs);
     const checkpoints = setInterval(() => {
       const position = sub.position;
-      if (state === 'streaming' && position > lastSent) {
+      if (state === 'streaming' && position > lastSent && !overBudget()) {
         lastSent = position;
         res.write(`event: checkpoint\nid: ${position}\ndata: {"id":${position}}\n\n`);
       }
@@ -80,33 +82,27 @@ export function createSseHandler(ctx: HeraldContext) {
         ctx.metrics.deliveryLag.labels('sse').observe((Date.now() - Date.parse(events[0]!.at)) / 1000);
         // Over the byte budget: stop pulling (the Subscription falls back to table reads)
         // until the socket drains, or close the stream if it does not drain in time.
-        if (res.writableLength > ctx.config.maxClientQueueBytes) await waitForDrain(res, closed, ctx.config.slowConsumerTimeoutMs);
+        if (res.writableLength > ctx.config.maxClientQueueBytes) {
+          await waitForRoom({
+            queued: () => res.writableLength,
+            budget: ctx.config.maxClientQueueBytes,
+            stream: res,
+            timeoutMs: ctx.config.slowConsumerTimeoutMs,
+            gone: closed,
+            resumeHint: 'reconnect with Last-Event-ID',
+          });
+        }
       }
     } catch (err) {
       const e = publicError(err);
-      if (e.code === 'HERALD_ERR_SLOW_CONSUMER') ctx.metrics.slowConsumerCloses.labels('sse').inc();
+      if (e.code === 'HERALD_ERR_SLOW_CONSUMER') {
+        ctx.metrics.slowConsumerCloses.labels('sse').inc();
+        // The error event queues behind the backlog; a stalled reader never takes it, so
+        // drop the socket (and its buffered bytes) after one more timeout.
+        setTimeout(() => res.destroy(), ctx.config.slowConsumerTimeoutMs).unref();
+      }
       else if (e.code === 'HERALD_ERR_INTERNAL') ctx.logger.error({ err }, 'sse stream failed');
       end(e);
     }
   };
-}
-
-/** Waits for 'drain'; throws slow_consumer if it does not come in time. */
-function waitForDrain(res: Response, closed: () => boolean, timeoutMs: number): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const done = () => {
-      clearTimeout(timer);
-      res.off('drain', done);
-      res.off('close', done);
-      resolve();
-    };
-    const timer = setTimeout(() => {
-      res.off('drain', done);
-      res.off('close', done);
-      if (closed()) resolve();
-      else reject(new HeraldError('HERALD_ERR_SLOW_CONSUMER', `the stream did not drain within ${timeoutMs} ms: reconnect with Last-Event-ID`));
-    }, timeoutMs);
-    res.on('drain', done);
-    res.on('close', done);
-  });
 }

@@ -14,6 +14,7 @@ import type { Event } from '../events/event.ts';
 import type { Subscription } from '../events/subscription.ts';
 import { TopicFilter } from '../events/topic.ts';
 import type { Reader } from './access.ts';
+import { waitForRoom } from './backpressure.ts';
 import { parseSince, WS_CLOSE, wsClientMessage, type WsServerMessage } from './protocol.ts';
 
 export type WsSessionState = 'open' | 'closing' | 'closed';
@@ -183,7 +184,17 @@ export class WsSession {
         const events = await sub.next();
         if (this.sub !== sub || events.length === 0) continue;
         this.sendBatch(events);
-        if (this.ws.bufferedAmount > this.ctx.config.maxClientQueueBytes) await this.waitForDrain(sub);
+        if (this.ws.bufferedAmount > this.ctx.config.maxClientQueueBytes) {
+          // Stop pulling: the Subscription's own bound makes it fall back to table reads.
+          await waitForRoom({
+            queued: () => this.ws.bufferedAmount,
+            budget: this.ctx.config.maxClientQueueBytes,
+            stream: (this.ws as unknown as { _socket: Socket })._socket,
+            timeoutMs: this.ctx.config.slowConsumerTimeoutMs,
+            gone: () => this.sub !== sub || this._state !== 'open',
+            resumeHint: 'resume from the position in the close reason',
+          });
+        }
       }
     } catch (err) {
       if (this.sub !== sub) return;
@@ -222,31 +233,11 @@ export class WsSession {
     this.ctx.metrics.deliveryLag.labels('ws').observe((Date.now() - Date.parse(events[0]!.at)) / 1000);
   }
 
-  private waitForDrain(sub: Subscription): Promise<void> {
-    const socket = (this.ws as unknown as { _socket?: Socket })._socket;
-    const timeoutMs = this.ctx.config.slowConsumerTimeoutMs;
-    return new Promise((resolve, reject) => {
-      if (!socket) return resolve();
-      const done = () => {
-        clearTimeout(timer);
-        socket.off('drain', done);
-        socket.off('close', done);
-        resolve();
-      };
-      const timer = setTimeout(() => {
-        socket.off('drain', done);
-        socket.off('close', done);
-        if (this.sub !== sub || this._state !== 'open') return resolve();
-        reject(new HeraldError('HERALD_ERR_SLOW_CONSUMER', `did not read for ${timeoutMs} ms; resume from the position`));
-      }, timeoutMs);
-      socket.on('drain', done);
-      socket.on('close', done);
-    });
-  }
-
   private stopStream(): void {
     const sub = this.sub;
     this.sub = null;
+    // Remember where the stream got to: a later close reason must not report less.
+    if (sub) this.idlePosition = Math.max(this.idlePosition, sub.position);
     sub?.close();
   }
 

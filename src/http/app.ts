@@ -1,5 +1,5 @@
 /** Assembles the HTTP routes of one Herald process. */
-import express from 'express';
+import express, { type Router } from 'express';
 import type { HeraldContext } from '../context.ts';
 import { HeraldError } from '../errors.ts';
 import { createHeadHandler } from '../gateway/head.ts';
@@ -10,7 +10,8 @@ import { createSseHandler } from '../gateway/sse.ts';
 import { createErrorHandler, notFound } from './errors.ts';
 import { createMetricsHandler, createReadyzHandler, healthz } from './health.ts';
 
-export function createApp(ctx: HeraldContext): express.Express {
+/** `api` is the job API router, mounted at /api/v1 when this process serves it. */
+export function createApp(ctx: HeraldContext, api?: Router): express.Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
@@ -24,7 +25,9 @@ export function createApp(ctx: HeraldContext): express.Express {
   app.get(ROUTES.stream, createSseHandler(ctx));
   app.get(ROUTES.events, createPollHandler(ctx));
   app.post(ROUTES.events, ...createPublishHandlers(ctx));
-  app.all(ROUTES.ws, () => {
+  if (api) app.use('/api/v1', api);
+  app.all(ROUTES.ws, (_req, res) => {
+    res.set('upgrade', 'websocket');
     throw new HeraldError('HERALD_ERR_UPGRADE_REQUIRED', `${ROUTES.ws} is a WebSocket endpoint: connect with a WebSocket client`);
   });
   app.all([ROUTES.events, ROUTES.head, ROUTES.stream], (req) => {

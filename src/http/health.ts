@@ -46,3 +46,24 @@ export function createMetricsHandler(ctx: HeraldContext) {
     res.type(ctx.metrics.registry.contentType).send(await ctx.metrics.registry.metrics());
   };
 }
+
+/**
+ * Pings `url` every `intervalMs` while `healthy()` holds (healthchecks.io style): when
+ * Herald stops or degrades, the pings stop and the checker alerts. The URL is a secret
+ * (it identifies the check) and is never logged. Returns a stop function.
+ */
+export function startHealthPing(url: string, intervalMs: number, healthy: () => Promise<boolean>, logger: HeraldContext['logger']): () => void {
+  const ping = async () => {
+    try {
+      if (!(await healthy())) return;
+      const res = await fetch(url, { signal: AbortSignal.timeout(10_000) });
+      await res.body?.cancel();
+      if (!res.ok) logger.warn({ status: res.status }, 'health-check ping was refused');
+    } catch (err) {
+      logger.warn({ err: (err as Error).message }, 'health-check ping failed');
+    }
+  };
+  void ping();
+  const timer = setInterval(() => void ping(), intervalMs);
+  return () => clearInterval(timer);
+}
