@@ -109,10 +109,14 @@ export class WorkerPool {
   }
 
   private async claimLoop(): Promise<void> {
+    let drained = false;
     try {
       while (this._state === 'running' && this.active.size < this.size) {
         const job = await this.store.claim(this.id, this.ctx.config.jobLeaseMs);
-        if (!job) break;
+        if (!job) {
+          drained = true;
+          break;
+        }
         const run = this.execute(job).finally(() => {
           this.active.delete(job.id);
           this.wake();
@@ -121,8 +125,11 @@ export class WorkerPool {
       }
     } catch (err) {
       this.ctx.logger.warn({ err: coerceError(err).message }, 'claiming jobs failed; retrying on the timer');
+      drained = true;
     }
-    await this.schedule();
+    // With every worker busy, a finishing job wakes the pool; the timer (and its query) is
+    // only needed when nothing was claimable.
+    if (drained || !this.timer) await this.schedule();
   }
 
   /** Sets the timer for the next thing no event will announce. */

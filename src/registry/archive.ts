@@ -225,6 +225,14 @@ function scanTar(bytes: Buffer, maxUncompressedBytes: number, maxFiles: number):
         throw badRequest(`archive entry ${quote(entry.path)} is ${describeType(entry.type)}; only regular files and directories are allowed`);
       }),
     );
+    // node-tar cuts names at a NUL, as ustar's C strings mean; in a pax record, though, the
+    // NUL is part of the value, so 'a\0../../x' is a name other extractors may read whole.
+    parser.on(
+      'meta',
+      guard((meta: string) => {
+        if (/(?:^|\n)\d+ (?:path|linkpath)=[^\n]*\0[^\0\n]/.test(meta)) throw badRequest('archive has a pax path with a NUL character in it');
+      }),
+    );
     parser.on('nullBlock', () => (sawNullBlock = true));
     parser.on('eof', () => (sawEof = true));
     parser.on('error', (err: Error) => fail(badRequest(`archive is not a valid tar: ${err.message}`, err)));

@@ -2,6 +2,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildArchive } from '../../src/registry/archive.ts';
+import { rawTgz } from '../support/tar.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { startTestHerald, type TestHerald, until } from '../support/herald.ts';
 import { openWs } from '../support/ws.ts';
@@ -204,6 +205,20 @@ describe('auth and permissions', () => {
 describe('bad input', () => {
   const cases: { name: string; body: () => Promise<Buffer> | Buffer; pkg: string; version: string; expect: { status?: number; code?: string; failed?: RegExp } }[] = [
     { name: 'not gzip', body: () => Buffer.from('definitely not a tarball'), pkg: 'bad-a', version: '1.0.0', expect: { failed: /gzip/i } },
+    {
+      name: 'path traversal entry',
+      body: () => rawTgz([{ name: 'manifest.json', body: manifest('bad-t', '1.0.0') }, { name: '../../etc/evil', body: 'x' }]),
+      pkg: 'bad-t',
+      version: '1.0.0',
+      expect: { failed: /\.\./ },
+    },
+    {
+      name: 'symlink out of the package',
+      body: () => rawTgz([{ name: 'manifest.json', body: manifest('bad-s', '1.0.0') }, { name: 'link', type: '2', linkname: '../../../etc/passwd' }]),
+      pkg: 'bad-s',
+      version: '1.0.0',
+      expect: { failed: /link/i },
+    },
     { name: 'manifest version mismatch', body: () => tarball('bad-b', '1.0.0'), pkg: 'bad-b', version: '1.0.1', expect: { failed: /version/i } },
     { name: 'manifest name mismatch', body: () => tarball('other-name', '1.0.0'), pkg: 'bad-c', version: '1.0.0', expect: { failed: /name/i } },
     { name: 'manifest with bad semver', body: () => buildArchive({ 'manifest.json': JSON.stringify({ name: 'bad-d', version: '1.0', dependencies: {} }) }), pkg: 'bad-d', version: '1.0.0', expect: { failed: /semver|version/i } },

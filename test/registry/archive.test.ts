@@ -6,8 +6,8 @@
 import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
-import path from 'node:path';
 import { gzipSync } from 'node:zlib';
+import path from 'node:path';
 import * as tar from 'tar';
 import { describe, expect, it } from 'vitest';
 import { type ErrorCode, HeraldError } from '../../src/errors.ts';
@@ -21,6 +21,7 @@ import {
   type Manifest,
   PACKAGE_NAME_RE,
 } from '../../src/registry/archive.ts';
+import { type RawEntry, rawHeader, rawTar, rawTgz } from '../support/tar.ts';
 
 const BAD = 'HERALD_ERR_BAD_REQUEST';
 const BIG = 'HERALD_ERR_PAYLOAD_TOO_LARGE';
@@ -30,52 +31,6 @@ const manifestJson = (m: Record<string, unknown> = MANIFEST) => JSON.stringify(m
 /** A valid manifest with `patch` applied (undefined values remove the field). */
 const withManifest = (patch: Record<string, unknown>) => buildArchive({ 'manifest.json': manifestJson({ ...MANIFEST, ...patch }) });
 
-interface RawEntry {
-  name: string;
-  /** ustar typeflag: '0' file, '1' hard link, '2' symlink, '3' char device, '5' directory, '6' FIFO, 'x' pax. */
-  type?: string;
-  body?: Buffer | string;
-  linkname?: string;
-  /** Size written in the header, if not the body's. */
-  size?: number;
-}
-
-function octal(buf: Buffer, off: number, len: number, value: number): void {
-  buf.write(value.toString(8).padStart(len - 1, '0') + '\0', off, len, 'ascii');
-}
-
-/** One 512-byte ustar header, written by hand (no sanitising), with a correct checksum. */
-function rawHeader(e: RawEntry, size: number): Buffer {
-  const b = Buffer.alloc(512);
-  b.write(e.name, 0, 100, 'utf8');
-  octal(b, 100, 8, e.type === '5' ? 0o755 : 0o644);
-  octal(b, 108, 8, 0);
-  octal(b, 116, 8, 0);
-  octal(b, 124, 12, size);
-  octal(b, 136, 12, 0);
-  b.write(e.type ?? '0', 156, 1, 'ascii');
-  if (e.linkname !== undefined) b.write(e.linkname, 157, 100, 'utf8');
-  b.write('ustar\u000000', 257, 8, 'ascii');
-  // The checksum is the byte sum with the checksum field itself counted as spaces.
-  b.fill(0x20, 148, 156);
-  let sum = 0;
-  for (const byte of b) sum += byte;
-  b.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 8, 'ascii');
-  return b;
-}
-
-/** A tar stream from raw entries; `end: false` leaves off the two zero end blocks. */
-function rawTar(entries: RawEntry[], opts: { end?: boolean } = {}): Buffer {
-  const parts: Buffer[] = [];
-  for (const e of entries) {
-    const body = typeof e.body === 'string' ? Buffer.from(e.body) : (e.body ?? Buffer.alloc(0));
-    parts.push(rawHeader(e, e.size ?? body.length), body, Buffer.alloc((512 - (body.length % 512)) % 512));
-  }
-  if (opts.end !== false) parts.push(Buffer.alloc(1024));
-  return Buffer.concat(parts);
-}
-
-const rawTgz = (entries: RawEntry[], opts?: { end?: boolean }) => gzipSync(rawTar(entries, opts));
 const manifestEntry: RawEntry = { name: 'manifest.json', body: manifestJson() };
 
 /** A pax extended header whose `path` record is `value`, verbatim. */
@@ -125,6 +80,11 @@ describe('inspectArchive', () => {
     ]);
     const info = await inspectArchive(bytes);
     expect(info.manifest.name).toBe('left-pad');
+    expect(info.files).toBe(2);
+  });
+
+  it('reads a ustar name as a C string: bytes after a NUL are padding, not part of the path', async () => {
+    const info = await inspectArchive(rawTgz([manifestEntry, { name: 'ok\0../../evil', body: 'x' }]));
     expect(info.files).toBe(2);
   });
 
@@ -237,7 +197,8 @@ describe('inspectArchive', () => {
 
   it('rejects a corrupted byte in the compressed stream as bad_request', async () => {
     const bytes = Buffer.from(await buildArchive({ 'manifest.json': manifestJson(), 'a.txt': 'hello '.repeat(500) }));
-    bytes[Math.floor(bytes.length / 2)] ^= 0xff;
+    const mid = Math.floor(bytes.length / 2);
+    bytes[mid] = (bytes[mid] ?? 0) ^ 0xff;
     const err = await rejection(inspectArchive(bytes));
     expect(err.code).toBe(BAD);
     expect(err.message).toMatch(/not a valid (gzip stream|tar)/);
