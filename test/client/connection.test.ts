@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import WebSocket from 'ws';
+import { createPool } from '../../src/db/pool.ts';
 import { afterAll, describe, expect, it } from 'vitest';
 import { connect, HeraldClientError, type HeraldConnection, type HeraldEvent, type WebSocketConstructor } from '../../src/client/index.ts';
 import { startEmbeddedPostgres } from '../../src/db/embedded.ts';
@@ -53,7 +54,7 @@ function follow(url: string, topics: string[], start: number, Ctor: WebSocketCon
 
 /** Producers in overlapping transactions that commit out of order, some rolling back. */
 async function produce(url: string, producers: number, rounds: number, topics: string[]): Promise<void> {
-  const pool = new pg.Pool({ connectionString: url, max: producers });
+  const pool = createPool(url, producers, createLogger('silent'));
   try {
     await Promise.all(
       Array.from({ length: producers }, async (_, p) => {
@@ -143,7 +144,7 @@ describe('client library', () => {
     cleanups.push(() => rm(dir, { recursive: true, force: true }));
     const cluster = await startEmbeddedPostgres({ dir: path.join(dir, 'pg'), port: await freePort(), settings: { fsync: 'off' } });
     cleanups.push(cluster.stop);
-    const setup = new pg.Pool({ connectionString: cluster.url, max: 1 });
+    const setup = createPool(cluster.url, 2, createLogger('silent'));
     await migrate(setup, createLogger('silent'));
     await setup.end();
     const herald = await startTestHerald(cluster.url, { listenerReconnectMaxMs: 300 });
@@ -153,7 +154,7 @@ describe('client library', () => {
     cleanups.push(async () => followers.forEach((f) => f.conn.close()));
     await Promise.all(followers.map((f) => f.conn.ready));
 
-    const killer = new pg.Pool({ connectionString: cluster.url, max: 1 });
+    const killer = createPool(cluster.url, 2, createLogger('silent'));
     let killing = true;
     const kills = (async () => {
       while (killing) {

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { createPool } from '../../src/db/pool.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { listMigrations, migrate } from '../../src/db/migrate.ts';
 import { createLogger } from '../../src/logger.ts';
@@ -21,7 +22,7 @@ afterAll(async () => {
 describe('migrations', () => {
   it('two runners starting together apply each migration exactly once', async () => {
     const url = withDatabase(inject('adminUrl'), name);
-    const pools = [new pg.Pool({ connectionString: url, max: 1 }), new pg.Pool({ connectionString: url, max: 1 })];
+    const pools = [createPool(url, 2, createLogger('silent')), createPool(url, 2, createLogger('silent'))];
     const results = await Promise.all(pools.map((p) => migrate(p, createLogger('silent'))));
     const all = (await listMigrations()).map((m) => m.id);
     expect(results.flat().sort()).toEqual(all);

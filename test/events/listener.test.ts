@@ -81,7 +81,7 @@ describe('Listener', () => {
     cleanups.push(() => rm(dir, { recursive: true, force: true }));
     const cluster = await startEmbeddedPostgres({ dir: path.join(dir, 'pg'), port: await freePort(), settings: { fsync: 'off' } });
     cleanups.push(cluster.stop);
-    const setupPool = new pg.Pool({ connectionString: cluster.url, max: 1 });
+    const setupPool = createPool(cluster.url, 2, createLogger('silent'));
     await migrate(setupPool, createLogger('silent'));
     await setupPool.end();
 

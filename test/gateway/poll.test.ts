@@ -1,4 +1,6 @@
 import pg from 'pg';
+import { createPool } from '../../src/db/pool.ts';
+import { createLogger } from '../../src/logger.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { publish, startTestHerald, type TestHerald } from '../support/herald.ts';
@@ -105,7 +107,7 @@ describe('GET /v1/head and GET /v1/events', () => {
 
   it('a follower polling since=next in a tight loop sees every committed event once, in order, despite late commits and rollbacks', async () => {
     const start = (await poll('')).next;
-    const producer = new pg.Pool({ connectionString: db.url, max: 10 });
+    const producer = createPool(db.url, 10, createLogger('silent'));
     const committed: string[] = [];
     const seen: { id: number; topic: string }[] = [];
     let done = false;
