@@ -89,12 +89,43 @@ export function buildCli(): Command {
     const config = configFrom(flags);
     if (!config.databaseUrl) throw new HeraldError('HERALD_ERR_CONFIG', 'herald worker needs DATABASE_URL (or --database-url): it joins an existing deployment');
     const logger = createLogger(config.logLevel);
-    const herald = await startHerald(config, { logger, http: false });
+    const herald = await startHerald(config, { logger, http: false, runExporter: false });
     console.log(`herald worker ${herald.workers?.id ?? '(none)'} running ${config.workers} workers`);
     const stop = () => void herald.close().then(() => process.exit(0));
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
   });
+
+  withCommon(program.command('export').description('regenerate the exported static API (--full) and/or collect garbage (--gc)'))
+    .option('--full', 'export every package now, with progress and a summary')
+    .option('--gc', 'delete old release prefixes and the objects of packages deleted or moderated past the grace period')
+    .action(async (flags: CommonFlags & { full?: boolean; gc?: boolean }) => {
+      if (!flags.full && !flags.gc) throw new HeraldError('HERALD_ERR_BAD_REQUEST', 'say what to do: --full, --gc, or both');
+      const config = configFrom(flags);
+      if (!config.databaseUrl) throw new HeraldError('HERALD_ERR_CONFIG', 'herald export needs DATABASE_URL (or --database-url)');
+      const herald = await startHerald({ ...config, workers: 0 }, { logger: createLogger('warn'), http: false, runExporter: false });
+      try {
+        if (flags.full) {
+          const t0 = Date.now();
+          const tty = process.stderr.isTTY;
+          const counts = await herald.exporter.exportAll((done, total) => {
+            if (tty || done === total || done % 100 === 0) {
+              const width = 30;
+              const filled = Math.round((done / Math.max(total, 1)) * width);
+              process.stderr.write(`${tty ? '\r' : ''}[${'#'.repeat(filled)}${' '.repeat(width - filled)}] ${done}/${total} packages${tty ? '' : '\n'}`);
+            }
+          });
+          if (tty) process.stderr.write('\n');
+          console.log(`export: ${counts.written} written, ${counts.skipped} unchanged, ${counts.deleted} deleted in ${((Date.now() - t0) / 1000).toFixed(1)} s (${herald.bucket.id})`);
+        }
+        if (flags.gc) {
+          const r = await herald.exporter.gc();
+          console.log(`gc: ${r.deletedObjects} objects deleted; old prefixes removed: ${r.deletedPrefixes.join(', ') || 'none'}; ${r.strays.length} stray objects reported`);
+        }
+      } finally {
+        await herald.close();
+      }
+    });
 
   const token = program.command('token').description('manage API tokens');
   withCommon(token.command('create').description('create a token for a user (created if new); the token is printed once'))

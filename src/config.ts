@@ -164,6 +164,25 @@ export const SETTINGS = {
     secret: true,
   }),
   healthcheckIntervalMs: setting({ env: 'HERALD_HEALTHCHECK_INTERVAL_MS', schema: int(1000, DAY_MS), doc: 'Interval of the health-check ping.' }),
+  exporter: setting({ env: 'HERALD_EXPORTER', schema: bool, doc: 'Run the exporter in `herald serve`.' }),
+  exportBucketUrl: setting({
+    env: 'HERALD_EXPORT_BUCKET_URL',
+    schema: z.string().optional(),
+    doc: 'Where the static API goes: `file:///path` or `s3://[key:secret@]bucket/prefix?endpoint=…&region=…`. Unset: `<dataDir>/bucket`.',
+    secret: true,
+  }),
+  runtimeVersion: setting({
+    env: 'HERALD_RUNTIME_VERSION',
+    schema: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/, 'must be a version string such as 2026.11.22'),
+    doc: "This release's version: its own export prefix, and its rank when releases share `latest/` (newer wins).",
+  }),
+  exportKeepVersions: setting({ env: 'HERALD_EXPORT_KEEP_VERSIONS', schema: int(1, 1000), doc: 'GC keeps the newest N `<runtimeVersion>/` prefixes.' }),
+  exportGraceMs: setting({ env: 'HERALD_EXPORT_GRACE_MS', schema: int(0, 365 * DAY_MS), doc: 'Objects of deleted or moderated packages are kept this long before GC removes them.' }),
+  exportServePrefix: setting({
+    env: 'HERALD_EXPORT_SERVE_PREFIX',
+    schema: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/),
+    doc: 'Prefix `GET /api/packages/…` and `/api/archives/…` are served from (`latest`, or a release for a rollback).',
+  }),
   clientToken: setting({
     env: 'HERALD_TOKEN',
     schema: z.string().optional(),
@@ -236,6 +255,12 @@ export const defaults = {
   healthcheckUrl: undefined,
   healthcheckIntervalMs: 5 * MINUTE_MS,
   clientToken: undefined,
+  exporter: true,
+  exportBucketUrl: undefined,
+  runtimeVersion: '0.1.0',
+  exportKeepVersions: 3,
+  exportGraceMs: 1 * DAY_MS,
+  exportServePrefix: 'latest',
 } satisfies Config;
 
 export type ConfigInput = { [K in keyof Config]?: unknown };

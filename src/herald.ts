@@ -26,6 +26,9 @@ import { createJobRoutes } from './jobs/routes.ts';
 import { JobStore } from './jobs/store.ts';
 import { type JobHandler, WorkerPool } from './jobs/worker-pool.ts';
 import { TokenStore } from './registry/tokens.ts';
+import { type Bucket, openBucket } from './exporter/bucket.ts';
+import { Exporter, type ExporterOptions } from './exporter/exporter.ts';
+import { createExportRoutes } from './exporter/serve.ts';
 import { createMetrics } from './http/metrics.ts';
 import { createLogger, type Logger } from './logger.ts';
 
@@ -41,6 +44,9 @@ export interface Herald {
   readonly tokens: TokenStore;
   /** This process's job workers (null with `workers: 0`). */
   readonly workers: WorkerPool | null;
+  readonly bucket: Bucket;
+  /** The exporter (running unless `exporter: false`; `herald export` drives one by hand). */
+  readonly exporter: Exporter;
   /** Stops accepting, ends every stream with its resume cursor, and releases everything. */
   close(): Promise<void>;
 }
@@ -53,6 +59,10 @@ export interface StartOptions {
   http?: boolean;
   /** Extra job handlers by type (embedders and benchmarks); registry handlers are always there. */
   handlers?: Record<string, JobHandler>;
+  /** Exporter overrides (tests: clock, JSON transform). */
+  exporter?: Partial<ExporterOptions>;
+  /** Start the exporter loop (default: config.exporter). */
+  runExporter?: boolean;
 }
 
 export async function startHerald(config: Config, options: StartOptions = {}): Promise<Herald> {
@@ -130,8 +140,19 @@ export async function startHerald(config: Config, options: StartOptions = {}): P
     ? startHealthPing(config.healthcheckUrl, config.healthcheckIntervalMs, async () => listener.state === 'listening' && (await log.readHead().then(() => true, () => false)), logger)
     : () => undefined;
 
+  const bucket = await openBucket(config.exportBucketUrl ?? `file://${path.resolve(config.dataDir, 'bucket')}`);
+  const exporter = new Exporter(ctx, bucket, {
+    runtimeVersion: config.runtimeVersion,
+    keepVersions: config.exportKeepVersions,
+    graceMs: config.exportGraceMs,
+    ...options.exporter,
+  });
+  if (options.runExporter ?? config.exporter) await exporter.start();
+
   const serveHttp = options.http ?? true;
-  const server = http.createServer(createApp(ctx, createJobRoutes({ ctx, jobs, tokens, workers })));
+  const server = http.createServer(
+    createApp(ctx, { api: createJobRoutes({ ctx, jobs, tokens, workers, exporter }), exported: createExportRoutes(bucket, config.exportServePrefix) }),
+  );
   const websockets = attachWebSocket(ctx, server);
   // Long-polls may wait pollMaxWaitS; keep Node from cutting them.
   server.requestTimeout = 0;
@@ -165,6 +186,7 @@ export async function startHerald(config: Config, options: StartOptions = {}): P
       await serverClosed;
       clearTimeout(grace);
       await workers?.stop();
+      await exporter.stop();
       await pruner.stop();
       await listener.close();
       await pool.end();
@@ -172,5 +194,5 @@ export async function startHerald(config: Config, options: StartOptions = {}): P
       logger.info('herald stopped');
     })());
 
-  return { ctx, websockets, url, databaseUrl, server, pruner, jobs, tokens, workers, close };
+  return { ctx, websockets, url, databaseUrl, server, pruner, jobs, tokens, workers, bucket, exporter, close };
 }

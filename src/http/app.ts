@@ -10,8 +10,14 @@ import { createSseHandler } from '../gateway/sse.ts';
 import { createErrorHandler, notFound } from './errors.ts';
 import { createMetricsHandler, createReadyzHandler, healthz } from './health.ts';
 
-/** `api` is the job API router, mounted at /api/v1 when this process serves it. */
-export function createApp(ctx: HeraldContext, api?: Router): express.Express {
+export interface AppRouters {
+  /** The job API, mounted at /api/v1. */
+  api?: Router;
+  /** The exported static API served from the bucket (/api/packages, /api/archives). */
+  exported?: Router;
+}
+
+export function createApp(ctx: HeraldContext, routers: AppRouters = {}): express.Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
@@ -25,7 +31,8 @@ export function createApp(ctx: HeraldContext, api?: Router): express.Express {
   app.get(ROUTES.stream, createSseHandler(ctx));
   app.get(ROUTES.events, createPollHandler(ctx));
   app.post(ROUTES.events, ...createPublishHandlers(ctx));
-  if (api) app.use('/api/v1', api);
+  if (routers.api) app.use('/api/v1', routers.api);
+  if (routers.exported) app.use(routers.exported);
   app.all(ROUTES.ws, (_req, res) => {
     res.set('upgrade', 'websocket');
     throw new HeraldError('HERALD_ERR_UPGRADE_REQUIRED', `${ROUTES.ws} is a WebSocket endpoint: connect with a WebSocket client`);

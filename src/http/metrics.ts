@@ -33,6 +33,9 @@ export function createMetrics() {
       buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5],
       registers: [registry],
     }),
+    exporterLag: new client.Gauge({ name: 'herald_exporter_lag_events', help: 'Log head minus the exporter cursor.', registers: [registry] }),
+    exportObjects: new client.Counter({ name: 'herald_export_objects_total', help: 'Bucket objects by outcome: written, skipped (unchanged), deleted.', labelNames: ['outcome'], registers: [registry] }),
+    exportFailures: new client.Counter({ name: 'herald_export_failures_total', help: 'Export passes that failed and were retried from the cursor.', registers: [registry] }),
     eventsPruned: new client.Counter({ name: 'herald_events_pruned_total', help: 'Events deleted by retention.', registers: [registry] }),
     /** Registers a callback run before each scrape (for values computed on demand). */
     onCollect(fn: () => void) {

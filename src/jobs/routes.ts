@@ -16,6 +16,7 @@ import * as registry from '../registry/store.ts';
 import { requireUser, type TokenStore, type User } from '../registry/tokens.ts';
 import { JOB_STATUSES, type JobStore, LOG_LEVELS, type LogLevel } from './store.ts';
 import type { WorkerPool } from './worker-pool.ts';
+import type { Exporter } from '../exporter/exporter.ts';
 
 export interface JobRoutesDeps {
   ctx: HeraldContext;
@@ -23,6 +24,8 @@ export interface JobRoutesDeps {
   tokens: TokenStore;
   /** The local worker pool, if this process runs one (for /status). */
   workers: WorkerPool | null;
+  /** The exporter, for its lag in /status. */
+  exporter?: Exporter;
 }
 
 const ARCHIVE_TYPES = ['application/gzip', 'application/x-gzip', 'application/octet-stream', 'application/x-tar+gzip'];
@@ -119,7 +122,7 @@ function readArchive(req: Request, limit: number): Promise<{ archive: Buffer; fi
   });
 }
 
-export function createJobRoutes({ ctx, jobs, tokens, workers }: JobRoutesDeps): Router {
+export function createJobRoutes({ ctx, jobs, tokens, workers, exporter }: JobRoutesDeps): Router {
   const router = Router();
   const json = express.json({ limit: 64 * 1024 });
   const { config } = ctx;
@@ -276,7 +279,7 @@ export function createJobRoutes({ ctx, jobs, tokens, workers }: JobRoutesDeps): 
       listener: { state: listener, head: ctx.hub.head, reconnects: ctx.listener.reconnects },
       workers: workers ? { state: workers.state, size: config.workers, running: workers.running } : { state: 'none', size: 0, running: 0 },
       jobs: counts,
-      exporter: null,
+      exporter: exporter ? { state: exporter.state, position: exporter.position, lag: Math.max(0, ctx.hub.head - exporter.position) } : null,
     });
   });
 

@@ -114,7 +114,7 @@ export async function retractVersion(tx: pg.PoolClient, name: string, version: s
 
 export async function moderatePackage(tx: pg.PoolClient, name: string, moderated: boolean): Promise<{ name: string; moderated: boolean }> {
   if (!(await lockPackage(tx, name))) throw new HeraldError('HERALD_ERR_NOT_FOUND', `package ${name} does not exist`);
-  await tx.query('update herald.packages set moderated = $2 where name = $1', [name, moderated]);
+  await tx.query('update herald.packages set moderated = $2, moderated_at = case when $2 then now() end where name = $1', [name, moderated]);
   await emitPackage(tx, name, moderated ? 'moderated' : 'unmoderated');
   return { name, moderated };
 }

@@ -1,7 +1,10 @@
 /** Starts a real Herald (HTTP server, Listener, pool) on a test database, with captured logs. */
+import { mkdtempSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { Writable } from 'node:stream';
 import { type ConfigInput, loadConfig } from '../../src/config.ts';
-import { type Herald, startHerald } from '../../src/herald.ts';
+import { type Herald, type StartOptions, startHerald } from '../../src/herald.ts';
 import { createLogger } from '../../src/logger.ts';
 
 export interface TestHerald extends Herald {
@@ -11,7 +14,7 @@ export interface TestHerald extends Herald {
 
 export const TEST_PUBLISH_TOKEN = 'test-publisher-token-0123456789';
 
-export async function startTestHerald(databaseUrl: string, overrides: ConfigInput = {}): Promise<TestHerald> {
+export async function startTestHerald(databaseUrl: string, overrides: ConfigInput = {}, options: StartOptions = {}): Promise<TestHerald> {
   // No process.env: tests are hermetic whatever the developer's shell exports.
   const config = loadConfig(
     {
@@ -23,6 +26,9 @@ export async function startTestHerald(databaseUrl: string, overrides: ConfigInpu
       publishTokens: [TEST_PUBLISH_TOKEN],
       retentionMaxAgeMs: 0,
       shutdownGraceMs: 500,
+      // Never the repository's ./.herald: a private data directory (and bucket) per instance.
+      dataDir: mkdtempSync(path.join(os.tmpdir(), 'herald-data-')),
+      exporter: false,
       ...overrides,
     },
     {},
@@ -34,7 +40,7 @@ export async function startTestHerald(databaseUrl: string, overrides: ConfigInpu
       cb();
     },
   });
-  const herald = await startHerald(config, { logger: createLogger(config.logLevel, sink), skipMigrations: true });
+  const herald = await startHerald(config, { logger: createLogger(config.logLevel, sink), skipMigrations: true, ...options });
   return Object.assign(herald, { logs });
 }
 

@@ -1,0 +1,87 @@
+/**
+ * Filesystem bucket. Each key is a directory holding `_object` (the bytes) and
+ * `_meta.json`, because one key may be the prefix of another (`api/packages/x` and
+ * `api/packages/x/advisories`). Writes go to a temp file and are renamed into place, so a
+ * reader never sees half an object; the metadata is renamed in before the bytes, and a
+ * reader takes the bytes' hash from the metadata only when they agree.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { assertKey, type Bucket, type ObjectMeta, type StoredObject } from './bucket.ts';
+
+const OBJECT = '_object';
+const META = '_meta.json';
+
+export class FsBucket implements Bucket {
+  readonly id: string;
+  private readonly root: string;
+
+  constructor(root: string) {
+    this.root = path.resolve(root);
+    this.id = `file://${this.root}`;
+  }
+
+  private dir(key: string): string {
+    const dir = path.join(this.root, ...assertKey(key).split('/'));
+    // Belt and braces: the checked key cannot leave the root, and neither can this.
+    if (!dir.startsWith(this.root + path.sep)) throw new Error(`key escapes the bucket: ${key}`);
+    return dir;
+  }
+
+  private async atomicWrite(file: string, data: Buffer | string): Promise<void> {
+    const tmp = `${file}.tmp-${randomBytes(6).toString('hex')}`;
+    await writeFile(tmp, data);
+    await rename(tmp, file);
+  }
+
+  async put(key: string, body: Buffer, meta: ObjectMeta): Promise<void> {
+    const dir = this.dir(key);
+    await mkdir(dir, { recursive: true });
+    await this.atomicWrite(path.join(dir, META), JSON.stringify(meta));
+    await this.atomicWrite(path.join(dir, OBJECT), body);
+  }
+
+  async get(key: string): Promise<StoredObject | null> {
+    const dir = this.dir(key);
+    try {
+      const [body, meta] = await Promise.all([readFile(path.join(dir, OBJECT)), readFile(path.join(dir, META), 'utf8')]);
+      return { body, meta: JSON.parse(meta) as ObjectMeta };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw err;
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    const dir = this.dir(key);
+    await rm(path.join(dir, OBJECT), { force: true });
+    await rm(path.join(dir, META), { force: true });
+    // Remove now-empty directories up to the root, so a deleted package leaves nothing.
+    for (let d = dir; d !== this.root && d.startsWith(this.root); d = path.dirname(d)) {
+      try {
+        await rm(d, { recursive: false });
+      } catch {
+        break;
+      }
+    }
+  }
+
+  async list(prefix: string): Promise<string[]> {
+    const out: string[] = [];
+    const walk = async (dir: string, rel: string[]) => {
+      let entries;
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch {
+        return;
+      }
+      for (const e of entries) {
+        if (e.isFile() && e.name === OBJECT) out.push(rel.join('/'));
+        else if (e.isDirectory()) await walk(path.join(dir, e.name), [...rel, e.name]);
+      }
+    };
+    await walk(path.join(this.root, ...prefix.split('/').filter(Boolean)), prefix.split('/').filter(Boolean));
+    return out.sort();
+  }
+}

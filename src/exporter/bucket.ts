@@ -1,0 +1,57 @@
+/**
+ * The object-store contract the exporter writes through, and the key rules every backend
+ * enforces. Implementations: bucket-fs.ts (default, `file:///path`) and bucket-s3.ts
+ * (`s3://bucket/prefix?endpoint=…`: AWS S3, GCS XML API, R2, MinIO).
+ */
+import { HeraldError } from '../errors.ts';
+
+export interface ObjectMeta {
+  contentType: string;
+  contentEncoding?: string;
+  cacheControl: string;
+  /** Hex SHA-256 of the stored bytes; also the ETag Herald serves. */
+  sha256: string;
+  /** Runtime version of the release that wrote the object. */
+  writerVersion: string;
+}
+
+export interface StoredObject {
+  body: Buffer;
+  meta: ObjectMeta;
+}
+
+export interface Bucket {
+  /** Identity for the export records (no credentials), e.g. `file:///srv/bucket`. */
+  readonly id: string;
+  put(key: string, body: Buffer, meta: ObjectMeta): Promise<void>;
+  get(key: string): Promise<StoredObject | null>;
+  delete(key: string): Promise<void>;
+  /** Every key under `prefix` (for stray reports; GC never decides from listings). */
+  list(prefix: string): Promise<string[]>;
+}
+
+// Segments of safe characters only: no '..', no empty segment, no '%' (so `%2e%2e` cannot
+// be decoded into a traversal by a proxy), no NUL or control characters, no backslash.
+const SEGMENT_RE = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$/;
+
+/** Throws unless `key` is `seg/seg/…` of safe segments, none of them `.` or `..`. */
+export function assertKey(key: string): string {
+  const segments = key.split('/');
+  if (key.length > 1024 || segments.some((s) => !SEGMENT_RE.test(s) || s === '.' || s === '..' || s.includes('..'))) {
+    throw new HeraldError('HERALD_ERR_BAD_REQUEST', `refusing to write object key ${JSON.stringify(key.slice(0, 120))}: every segment must match ${SEGMENT_RE.source}`);
+  }
+  return key;
+}
+
+/** Opens a bucket from its URL: `file:///path` or `s3://…`. */
+export async function openBucket(url: string): Promise<Bucket> {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new HeraldError('HERALD_ERR_CONFIG', `bucket URL ${JSON.stringify(url)} is not a URL: use file:///path or s3://bucket/prefix?endpoint=…`);
+  }
+  if (u.protocol === 'file:') return new (await import('./bucket-fs.ts')).FsBucket(decodeURIComponent(u.pathname));
+  if (u.protocol === 's3:') return new (await import('./bucket-s3.ts')).S3Bucket(u);
+  throw new HeraldError('HERALD_ERR_CONFIG', `unsupported bucket URL scheme ${u.protocol}: use file:// or s3://`);
+}
