@@ -9,6 +9,7 @@ const BENCHES: Record<string, () => Promise<unknown>> = {
   appends: async () => (await import('./appends.bench.ts')).run(),
   fanout: async () => (await import('./fanout.bench.ts')).run(),
   jobs: async () => (await import('./jobs.bench.ts')).run(),
+  export: async () => (await import('./export.bench.ts')).run(),
 };
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));

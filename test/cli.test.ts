@@ -1,6 +1,9 @@
 /** The `herald` command as a real child process (bin/herald.js), signals and all. */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { connect, type HeraldEvent } from '../src/client/index.ts';
@@ -117,6 +120,33 @@ describe('herald CLI', () => {
     await once(tail.child, 'exit');
     server.child.kill('SIGTERM');
     await once(server.child, 'exit');
+  });
+
+  it('herald export --full prints progress and a summary; a second run writes nothing; --gc reports', async () => {
+    const db = await createTestDatabase();
+    cleanups.push(db.drop);
+    const pool = createPool(db.url, 2, createLogger('silent'));
+    cleanups.push(() => pool.end());
+    await pool.query(`insert into herald.packages (name) select 'cli-' || g from generate_series(1, 3) g`);
+    await pool.query(
+      `insert into herald.versions (package, version, manifest, archive, size, sha256)
+       select 'cli-' || g, '1.0.0', '{}', '\\x1f8b', 2, repeat('0', 64) from generate_series(1, 3) g`,
+    );
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'herald-cli-export-'));
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    const env = { DATABASE_URL: db.url, HERALD_EXPORT_BUCKET_URL: `file://${dir}`, HERALD_RUNTIME_VERSION: '2026.11.22' };
+    const first = run(['export', '--full'], env);
+    expect((await once(first.child, 'exit'))[0]).toBe(0);
+    expect(first.err.join('')).toContain('3/3 packages');
+    // 3 packages × 3 objects × 2 prefixes
+    expect(first.out.join('')).toMatch(/export: 18 written, 0 unchanged, 0 deleted/);
+    const second = run(['export', '--full', '--gc'], env);
+    expect((await once(second.child, 'exit'))[0]).toBe(0);
+    expect(second.out.join('')).toMatch(/export: 0 written, 18 unchanged, 0 deleted/);
+    expect(second.out.join('')).toMatch(/gc: 0 objects deleted; old prefixes removed: none; 0 stray objects reported/);
+    const none = run(['export'], env);
+    expect((await once(none.child, 'exit'))[0]).not.toBe(0);
+    expect(none.err.join('')).toContain('--full, --gc');
   });
 
   it('a bad setting stops start-up with a message naming it; migrate and config work', async () => {

@@ -13,7 +13,7 @@ import { withTransaction } from '../db/pool.ts';
 import { coerceError, HeraldError } from '../errors.ts';
 import type { Subscription } from '../events/subscription.ts';
 import { TopicFilter } from '../events/topic.ts';
-import { getArchive, getPackage } from '../registry/store.ts';
+import { getPackage } from '../registry/store.ts';
 import type { Bucket } from './bucket.ts';
 import { type RenderedObject, renderPackage } from './render.ts';
 
@@ -135,11 +135,17 @@ export class Exporter {
           // First run for this release: export everything, then follow from where that began.
           const { head } = await this.ctx.log.readHead();
           await this.exportAll();
-          await this.saveCursor(head);
+          if (this.stopped()) return;
           since = head;
         }
         this.position = since;
-        this.sub = await subscribe(this.ctx, 'exporter', { trusted: true }, { filter: TopicFilter.parse(['package:*']), since });
+        const sub = await subscribe(this.ctx, 'exporter', { trusted: true }, { filter: TopicFilter.parse(['package:*']), since });
+        // stop() may have come during the awaits above: it must win.
+        if (this.stopped()) {
+          sub.close();
+          return;
+        }
+        this.sub = sub;
         this._state = 'following';
         while (this._state === 'following') {
           const events = await this.sub.next();
@@ -173,8 +179,12 @@ export class Exporter {
     }
   }
 
-  /** Exports every package; `onProgress(done, total)` after each. */
+  /**
+   * Exports every package; `onProgress(done, total)` after each. Everything up to the head
+   * read before it began is then in the bucket, so the cursor moves there (never back).
+   */
   async exportAll(onProgress?: (done: number, total: number, counts: ExportCounts) => void): Promise<ExportCounts> {
+    const { head } = await this.ctx.log.readHead();
     const { rows } = await this.ctx.pool.query<{ name: string }>('select name from herald.packages order by name');
     const counts = zero();
     let done = 0;
@@ -189,6 +199,7 @@ export class Exporter {
         }
       }),
     );
+    await this.saveCursor(head);
     return counts;
   }
 
@@ -198,20 +209,23 @@ export class Exporter {
     const pkg = await getPackage(this.ctx.pool, name);
     // Deleted or moderated: absent from the API; GC removes the objects after the grace period.
     if (!pkg || pkg.deletedAt || pkg.moderated) return counts;
+    // All of the package's archives in one query, not one per version.
+    const archives = new Map(
+      (await this.ctx.pool.query<{ version: string; archive: Buffer }>('select version, archive from herald.versions where package = $1', [name])).rows.map((r) => [r.version, r.archive]),
+    );
     const objects = await renderPackage(
       pkg,
       async (version) => {
-        const a = await getArchive(this.ctx.pool, name, version);
-        if (!a) throw new HeraldError('HERALD_ERR_UNAVAILABLE', `archive of ${name}@${version} vanished during export; retrying`);
-        return a.archive;
+        const a = archives.get(version);
+        if (!a) throw new HeraldError('HERALD_ERR_UNAVAILABLE', `archive of ${name}@${version} changed during export; retrying`);
+        return a;
       },
       this.opts.transformJson,
     );
     for (const prefix of this.prefixes) {
-      for (const obj of objects) {
-        if (await this.writeObject(prefix, name, obj)) counts.written++;
-        else counts.skipped++;
-      }
+      const written = await this.writePrefix(prefix, name, objects);
+      counts.written += written;
+      counts.skipped += objects.length - written;
       // Objects this package no longer has (an unpublished version's archive), after the
       // listing that stopped pointing at them.
       const wanted = new Set(objects.map((o) => `${prefix}/${o.key}`));
@@ -232,33 +246,58 @@ export class Exporter {
   }
 
   /**
-   * Writes one object unless the record says the same bytes are there, or (under `latest/`)
-   * a newer release wrote it. The record's row lock is held across the bucket write, so two
-   * releases writing one key take turns and the newer one's bytes stay. Returns true if written.
+   * Writes a package's objects under one prefix, in order, skipping each whose record says
+   * the same bytes are there or (under `latest/`) a newer release wrote it. Nothing to write:
+   * no transaction at all. Otherwise one transaction holds the records' row locks (taken in
+   * key order, so two releases cannot deadlock) across the bucket writes: releases writing
+   * the same keys take turns, and the newer one's bytes stay. Returns how many were written.
    */
-  private async writeObject(prefix: string, pkg: string, obj: RenderedObject): Promise<boolean> {
-    const key = `${prefix}/${obj.key}`;
-    const hash = sha256(obj.body);
+  private async writePrefix(prefix: string, pkg: string, objects: RenderedObject[]): Promise<number> {
     const mine = this.opts.runtimeVersion;
+    const planned = objects.map((o) => ({ obj: o, key: `${prefix}/${o.key}`, hash: sha256(o.body) }));
+    const keys = planned.map((p) => p.key);
+    type Rec = { key: string; sha256: string; writer_version: string };
+    const needsWrite = (rec: Rec | undefined, hash: string) =>
+      !rec || rec.writer_version === '' || (compareRuntimeVersions(rec.writer_version, mine) <= 0 && rec.sha256 !== hash);
+    const unlocked = new Map(
+      (await this.ctx.pool.query<Rec>('select key, sha256, writer_version from herald.export_objects where bucket = $1 and key = any($2)', [this.bucket.id, keys])).rows.map((r) => [r.key, r]),
+    );
+    const stale = planned.filter((p) => {
+      const rec = unlocked.get(p.key);
+      return needsWrite(rec, p.hash) || (rec && rec.sha256 === p.hash && compareRuntimeVersions(rec.writer_version, mine) < 0);
+    });
+    if (stale.length === 0) return 0;
     return withTransaction(this.ctx.pool, async (tx: pg.PoolClient) => {
       await tx.query(
-        `insert into herald.export_objects (bucket, key, prefix, package, sha256, writer_version) values ($1, $2, $3, $4, '', '')
+        `insert into herald.export_objects (bucket, key, prefix, package, sha256, writer_version)
+         select $1, k, $3, $4, '', '' from unnest($2::text[]) k order by k
          on conflict do nothing`,
-        [this.bucket.id, key, prefix, pkg],
+        [this.bucket.id, keys, prefix, pkg],
       );
-      const { rows } = await tx.query<{ sha256: string; writer_version: string }>(
-        'select sha256, writer_version from herald.export_objects where bucket = $1 and key = $2 for update',
-        [this.bucket.id, key],
+      const locked = new Map(
+        (await tx.query<Rec>('select key, sha256, writer_version from herald.export_objects where bucket = $1 and key = any($2) order by key for update', [this.bucket.id, keys])).rows.map((r) => [r.key, r]),
       );
-      const rec = rows[0]!;
-      if (rec.writer_version !== '' && compareRuntimeVersions(rec.writer_version, mine) > 0) return false;
-      if (rec.sha256 === hash) {
-        if (rec.writer_version !== mine) await tx.query('update herald.export_objects set writer_version = $3 where bucket = $1 and key = $2', [this.bucket.id, key, mine]);
-        return false;
+      const updates: { key: string; hash: string }[] = [];
+      let written = 0;
+      for (const p of planned) {
+        const rec = locked.get(p.key);
+        if (needsWrite(rec, p.hash)) {
+          await this.bucket.put(p.key, p.obj.body, { ...p.obj.meta, sha256: p.hash, writerVersion: mine });
+          written++;
+          updates.push({ key: p.key, hash: p.hash });
+        } else if (rec && rec.sha256 === p.hash && compareRuntimeVersions(rec.writer_version, mine) < 0) {
+          // Same bytes from an older release: claim the record, no write needed.
+          updates.push({ key: p.key, hash: p.hash });
+        }
       }
-      await this.bucket.put(key, obj.body, { ...obj.meta, sha256: hash, writerVersion: mine });
-      await tx.query('update herald.export_objects set sha256 = $3, writer_version = $4, written_at = now() where bucket = $1 and key = $2', [this.bucket.id, key, hash, mine]);
-      return true;
+      if (updates.length) {
+        await tx.query(
+          `update herald.export_objects o set sha256 = u.hash, writer_version = $2, written_at = now()
+           from unnest($3::text[], $4::text[]) as u(key, hash) where o.bucket = $1 and o.key = u.key`,
+          [this.bucket.id, mine, updates.map((u) => u.key), updates.map((u) => u.hash)],
+        );
+      }
+      return written;
     });
   }
 
