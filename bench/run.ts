@@ -10,6 +10,7 @@ const BENCHES: Record<string, () => Promise<unknown>> = {
   fanout: async () => (await import('./fanout.bench.ts')).run(),
   jobs: async () => (await import('./jobs.bench.ts')).run(),
   export: async () => (await import('./export.bench.ts')).run(),
+  index: async () => (await import('./index.bench.ts')).run(),
 };
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));

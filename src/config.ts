@@ -183,6 +183,29 @@ export const SETTINGS = {
     schema: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/),
     doc: 'Prefix `GET /api/packages/…` and `/api/archives/…` are served from (`latest`, or a release for a rollback).',
   }),
+  indexSourceUrl: setting({
+    env: 'HERALD_INDEX_SOURCE_URL',
+    schema: z.string().url().optional(),
+    doc: 'Upstream package index to mirror: `file:///path` (a crates.io-index checkout) or a sparse `https://…/` base. Unset: no index sync.',
+  }),
+  indexNames: setting({
+    env: 'HERALD_INDEX_NAMES',
+    schema: list,
+    doc: 'Names to fetch from a sparse index (it cannot be listed), besides every name already mirrored.',
+  }),
+  indexSyncIntervalMs: setting({
+    env: 'HERALD_INDEX_SYNC_INTERVAL_MS',
+    schema: int(0, DAY_MS),
+    doc: 'Fallback sync interval even without webhooks (0: webhook only).',
+  }),
+  indexFetchConcurrency: setting({ env: 'HERALD_INDEX_FETCH_CONCURRENCY', schema: int(1, 256), doc: 'Parallel requests to a sparse index.' }),
+  indexWebhookSecrets: setting({
+    env: 'HERALD_INDEX_WEBHOOK_SECRETS',
+    schema: list,
+    doc: 'HMAC secrets for `X-Hub-Signature-256` on `POST /_/index-webhook` (two for rotation). Empty: signatures are not checked.',
+    secret: true,
+  }),
+  indexWebhookMaxBytes: setting({ env: 'HERALD_INDEX_WEBHOOK_MAX_BYTES', schema: int(1, 64 * MIB), doc: 'Largest webhook body (413 above).' }),
   clientToken: setting({
     env: 'HERALD_TOKEN',
     schema: z.string().optional(),
@@ -261,6 +284,12 @@ export const defaults = {
   exportKeepVersions: 3,
   exportGraceMs: 1 * DAY_MS,
   exportServePrefix: 'latest',
+  indexSourceUrl: undefined,
+  indexNames: [],
+  indexSyncIntervalMs: 10 * MINUTE_MS,
+  indexFetchConcurrency: 8,
+  indexWebhookSecrets: [],
+  indexWebhookMaxBytes: 1 * MIB,
 } satisfies Config;
 
 export type ConfigInput = { [K in keyof Config]?: unknown };

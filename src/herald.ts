@@ -29,6 +29,7 @@ import { TokenStore } from './registry/tokens.ts';
 import { type Bucket, openBucket } from './exporter/bucket.ts';
 import { Exporter, type ExporterOptions } from './exporter/exporter.ts';
 import { createExportRoutes } from './exporter/serve.ts';
+import { createWebhookRoutes, requestIndexSync } from './registry/webhook.ts';
 import { createMetrics } from './http/metrics.ts';
 import { createLogger, type Logger } from './logger.ts';
 
@@ -64,6 +65,9 @@ export interface StartOptions {
   /** Start the exporter loop (default: config.exporter). */
   runExporter?: boolean;
 }
+
+/** Whether this process serves HTTP (the periodic index sync runs where the API does). */
+const serveHttp0 = (options: StartOptions) => options.http ?? true;
 
 export async function startHerald(config: Config, options: StartOptions = {}): Promise<Herald> {
   const logger = options.logger ?? createLogger(config.logLevel);
@@ -134,7 +138,7 @@ export async function startHerald(config: Config, options: StartOptions = {}): P
 
   const jobs = new JobStore(pool);
   const tokens = new TokenStore(pool);
-  const workers = config.workers > 0 ? new WorkerPool(ctx, jobs, { ...createRegistryHandlers(config), ...options.handlers }) : null;
+  const workers = config.workers > 0 ? new WorkerPool(ctx, jobs, { ...createRegistryHandlers(config, pool), ...options.handlers }) : null;
   await workers?.start();
   const stopPing = config.healthcheckUrl
     ? startHealthPing(config.healthcheckUrl, config.healthcheckIntervalMs, async () => listener.state === 'listening' && (await log.readHead().then(() => true, () => false)), logger)
@@ -149,9 +153,19 @@ export async function startHerald(config: Config, options: StartOptions = {}): P
   });
   if (options.runExporter ?? config.exporter) await exporter.start();
 
+  // The fallback sync: every process asks; the requests fold into the one queued sync.
+  const indexTimer =
+    config.indexSourceUrl && config.indexSyncIntervalMs > 0 && serveHttp0(options)
+      ? setInterval(() => void requestIndexSync(jobs, 'periodic', config.jobMaxAttempts).catch((err: Error) => logger.warn({ err: err.message }, 'could not queue the periodic index sync')), config.indexSyncIntervalMs)
+      : null;
+
   const serveHttp = options.http ?? true;
   const server = http.createServer(
-    createApp(ctx, { api: createJobRoutes({ ctx, jobs, tokens, workers, exporter }), exported: createExportRoutes(bucket, config.exportServePrefix) }),
+    createApp(ctx, {
+      api: createJobRoutes({ ctx, jobs, tokens, workers, exporter }),
+      exported: createExportRoutes(bucket, config.exportServePrefix),
+      webhook: createWebhookRoutes({ pool, jobs, secrets: config.indexWebhookSecrets, maxBytes: config.indexWebhookMaxBytes, maxAttempts: config.jobMaxAttempts }),
+    }),
   );
   const websockets = attachWebSocket(ctx, server);
   // Long-polls may wait pollMaxWaitS; keep Node from cutting them.
@@ -177,6 +191,7 @@ export async function startHerald(config: Config, options: StartOptions = {}): P
     (closing ??= (async () => {
       state.stopping = true;
       stopPing();
+      if (indexTimer) clearInterval(indexTimer);
       const serverClosed = serveHttp ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
       sessions.closeAll(new HeraldError('HERALD_ERR_SHUTTING_DOWN', 'server is shutting down: resume from your last position on any instance'));
       server.closeIdleConnections();

@@ -15,6 +15,8 @@ export interface AppRouters {
   api?: Router;
   /** The exported static API served from the bucket (/api/packages, /api/archives). */
   exported?: Router;
+  /** POST /_/index-webhook. */
+  webhook?: Router;
 }
 
 export function createApp(ctx: HeraldContext, routers: AppRouters = {}): express.Express {
@@ -33,6 +35,7 @@ export function createApp(ctx: HeraldContext, routers: AppRouters = {}): express
   app.post(ROUTES.events, ...createPublishHandlers(ctx));
   if (routers.api) app.use('/api/v1', routers.api);
   if (routers.exported) app.use(routers.exported);
+  if (routers.webhook) app.use(routers.webhook);
   app.all(ROUTES.ws, (_req, res) => {
     res.set('upgrade', 'websocket');
     throw new HeraldError('HERALD_ERR_UPGRADE_REQUIRED', `${ROUTES.ws} is a WebSocket endpoint: connect with a WebSocket client`);

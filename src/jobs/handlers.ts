@@ -3,7 +3,10 @@
  * what it does, and applies its effects in one transaction (JobContext.commit) together
  * with the job's success and the `package:<name>` event.
  */
+import type pg from 'pg';
 import type { Config } from '../config.ts';
+import { openIndexSource } from '../registry/index-source.ts';
+import { syncIndex } from '../registry/index-sync.ts';
 import { HeraldError } from '../errors.ts';
 import { assertManifestMatches, inspectArchive } from '../registry/archive.ts';
 import * as registry from '../registry/store.ts';
@@ -26,8 +29,17 @@ function submitter(job: ClaimedJob): User {
   return p.actor;
 }
 
-export function createRegistryHandlers(config: Config): Record<string, JobHandler> {
+export function createRegistryHandlers(config: Config, pool: pg.Pool): Record<string, JobHandler> {
   return {
+    'index-sync': {
+      async run(_job, jc) {
+        if (!config.indexSourceUrl) throw new HeraldError('HERALD_ERR_BAD_REQUEST', 'no index source is configured (HERALD_INDEX_SOURCE_URL)');
+        const source = openIndexSource(config.indexSourceUrl, config.indexNames, pool, config.indexFetchConcurrency);
+        await jc.log('info', `syncing from ${source.id}`);
+        const result = await syncIndex(pool, source, (level, message) => jc.log(level, message));
+        await jc.commit(async () => result);
+      },
+    },
     publish: {
       async run(job, jc) {
         const { name, version } = payloadOf(job);

@@ -54,6 +54,8 @@ export interface SubmitOptions {
   submittedBy?: string;
   maxAttempts: number;
   archive?: Buffer;
+  /** Fold into a queued job of the same type instead of adding another (index syncs). */
+  coalesceQueued?: boolean;
 }
 
 const JOB = 'herald.job_json(j)';
@@ -107,8 +109,9 @@ export class JobStore {
         const existing = await tx.query<{ job: JobJson }>(
           `select ${JOB} as job from herald.jobs j
            where (dedupe_key = $1 and status in ('queued', 'running')) or idempotency_key = $2
+              or ($3 and type = $4 and status = 'queued')
            order by id limit 1`,
-          [o.dedupeKey ?? null, o.idempotencyKey ?? null],
+          [o.dedupeKey ?? null, o.idempotencyKey ?? null, o.coalesceQueued ?? false, o.type],
         );
         return existing.rows[0] ? { job: existing.rows[0].job, created: false } : null;
       });
