@@ -206,6 +206,8 @@ export const SETTINGS = {
     secret: true,
   }),
   indexWebhookMaxBytes: setting({ env: 'HERALD_INDEX_WEBHOOK_MAX_BYTES', schema: int(1, 64 * MIB), doc: 'Largest webhook body (413 above).' }),
+  takedownBurst: setting({ env: 'HERALD_TAKEDOWN_BURST', schema: int(1, 1000), doc: 'Takedown form submissions a client address may make at once.' }),
+  takedownPerHour: setting({ env: 'HERALD_TAKEDOWN_PER_HOUR', schema: int(1, 100_000), doc: 'Sustained takedown submissions per client address per hour.' }),
   clientToken: setting({
     env: 'HERALD_TOKEN',
     schema: z.string().optional(),
@@ -290,6 +292,8 @@ export const defaults = {
   indexFetchConcurrency: 8,
   indexWebhookSecrets: [],
   indexWebhookMaxBytes: 1 * MIB,
+  takedownBurst: 3,
+  takedownPerHour: 10,
 } satisfies Config;
 
 export type ConfigInput = { [K in keyof Config]?: unknown };

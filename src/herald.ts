@@ -30,6 +30,7 @@ import { type Bucket, openBucket } from './exporter/bucket.ts';
 import { Exporter, type ExporterOptions } from './exporter/exporter.ts';
 import { createExportRoutes } from './exporter/serve.ts';
 import { createWebhookRoutes, requestIndexSync } from './registry/webhook.ts';
+import { createPageRoutes, webBuilt } from './http/pages.ts';
 import { createMetrics } from './http/metrics.ts';
 import { createLogger, type Logger } from './logger.ts';
 
@@ -160,11 +161,17 @@ export async function startHerald(config: Config, options: StartOptions = {}): P
       : null;
 
   const serveHttp = options.http ?? true;
+  if (serveHttp && !webBuilt()) {
+    // Normally built by `npm install` (prepare); once here otherwise, never per request.
+    const { buildWeb } = await import('../scripts/build-web.ts');
+    await buildWeb();
+  }
   const server = http.createServer(
     createApp(ctx, {
       api: createJobRoutes({ ctx, jobs, tokens, workers, exporter }),
       exported: createExportRoutes(bucket, config.exportServePrefix),
       webhook: createWebhookRoutes({ pool, jobs, secrets: config.indexWebhookSecrets, maxBytes: config.indexWebhookMaxBytes, maxAttempts: config.jobMaxAttempts }),
+      pages: createPageRoutes(ctx, jobs),
     }),
   );
   const websockets = attachWebSocket(ctx, server);

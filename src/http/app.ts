@@ -17,6 +17,8 @@ export interface AppRouters {
   exported?: Router;
   /** POST /_/index-webhook. */
   webhook?: Router;
+  /** The web pages. */
+  pages?: Router;
 }
 
 export function createApp(ctx: HeraldContext, routers: AppRouters = {}): express.Express {
@@ -36,6 +38,7 @@ export function createApp(ctx: HeraldContext, routers: AppRouters = {}): express
   if (routers.api) app.use('/api/v1', routers.api);
   if (routers.exported) app.use(routers.exported);
   if (routers.webhook) app.use(routers.webhook);
+  if (routers.pages) app.use(routers.pages);
   app.all(ROUTES.ws, (_req, res) => {
     res.set('upgrade', 'websocket');
     throw new HeraldError('HERALD_ERR_UPGRADE_REQUIRED', `${ROUTES.ws} is a WebSocket endpoint: connect with a WebSocket client`);

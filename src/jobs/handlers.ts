@@ -31,6 +31,14 @@ function submitter(job: ClaimedJob): User {
 
 export function createRegistryHandlers(config: Config, pool: pg.Pool): Record<string, JobHandler> {
   return {
+    // A takedown request from the web form: recorded for trustees (contact details in
+    // herald.takedown_requests, not in the public job), acknowledged in the job log.
+    takedown: {
+      async run(job, jc) {
+        await jc.log('info', `takedown request for ${String((job.payload as { package?: unknown }).package)} recorded; awaiting trustee review`);
+        await jc.commit(async () => ({ state: 'awaiting-review' }));
+      },
+    },
     'index-sync': {
       async run(_job, jc) {
         if (!config.indexSourceUrl) throw new HeraldError('HERALD_ERR_BAD_REQUEST', 'no index source is configured (HERALD_INDEX_SOURCE_URL)');

@@ -277,6 +277,7 @@ export function createJobRoutes({ ctx, jobs, tokens, workers, exporter }: JobRou
       status: healthy ? 'ok' : 'degraded',
       database,
       listener: { state: listener, head: ctx.hub.head, reconnects: ctx.listener.reconnects },
+      clients: { websockets: (await ctx.metrics.wsConnections.get()).values[0]?.value ?? 0, subscribers: ctx.hub.size },
       workers: workers ? { state: workers.state, size: config.workers, running: workers.running } : { state: 'none', size: 0, running: 0 },
       jobs: counts,
       exporter: exporter ? { state: exporter.state, position: exporter.position, lag: Math.max(0, ctx.hub.head - exporter.position) } : null,

@@ -1,0 +1,185 @@
+/**
+ * The web pages in a real browser: Debian's Chromium driven by playwright-core. Where
+ * Chromium is not installed (it is installed by .ci/run), these tests say so and skip.
+ */
+import { existsSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import pg from 'pg';
+import { type Browser, chromium, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildArchive } from '../../src/registry/archive.ts';
+import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { startTestHerald, type TestHerald, until } from '../support/herald.ts';
+import { freePort } from '../support/ports.ts';
+
+const CHROMIUM = '/usr/bin/chromium';
+const SHOTS = new URL('../../test-output/screenshots/', import.meta.url).pathname;
+const haveChromium = existsSync(CHROMIUM);
+if (!haveChromium) console.warn(`pages tests skipped: ${CHROMIUM} is not installed (apt-get install chromium)`);
+
+let db: TestDatabase;
+let herald: TestHerald;
+let browser: Browser;
+let port: number;
+let token: string;
+
+async function start(): Promise<TestHerald> {
+  return startTestHerald(db.url, { port, workers: 2, exporter: true, exportBucketUrl: `file:///tmp/herald-pages-bucket-${port}` });
+}
+
+beforeAll(async () => {
+  if (!haveChromium) return;
+  db = await createTestDatabase();
+  port = await freePort();
+  herald = await start();
+  token = await herald.tokens.create('web', false);
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+  await mkdir(SHOTS, { recursive: true });
+});
+afterAll(async () => {
+  await browser?.close();
+  await herald?.close();
+  await db?.drop();
+});
+
+async function logLines(page: Page): Promise<{ id: string; text: string }[]> {
+  return page.$$eval('#log li', (lis) => lis.map((li) => ({ id: (li as HTMLElement).dataset.id!, text: li.textContent ?? '' })));
+}
+
+describe.skipIf(!haveChromium)('web pages in Chromium', () => {
+  it('/jobs/<id> shows a publishing job\'s log lines in order as they commit, and the final status without a reload', async () => {
+    // Hold publishes inside their transaction so the page sees the job running.
+    const blocker = new pg.Client({ connectionString: db.url });
+    await blocker.connect();
+    await blocker.query('begin');
+    await blocker.query('lock table herald.versions in share row exclusive mode');
+    const body = await buildArchive({ 'manifest.json': JSON.stringify({ name: 'web-pkg', version: '1.0.0', dependencies: { dep: '^1.0.0' } }) });
+    const res = await fetch(`${herald.url}/api/v1/publish?name=web-pkg&version=1.0.0`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/gzip' }, body: new Uint8Array(body) });
+    const { jobId } = (await res.json()) as { jobId: number };
+    const page = await browser.newPage();
+    await page.goto(`${herald.url}/jobs/${jobId}`);
+    await page.waitForFunction(() => document.querySelector('[data-job]')?.getAttribute('data-status') === 'running');
+    await page.waitForFunction(() => document.querySelectorAll('#log li').length >= 3);
+    expect(await page.isVisible('#progress')).toBe(true);
+    expect(await page.getAttribute('meta[name="robots"]', 'content')).toBe('noindex, nofollow');
+    // A line committed now appears live, after the others.
+    await herald.jobs.log(jobId, 'warn', 'a line added while the page watches');
+    await page.waitForFunction(() => [...document.querySelectorAll('#log li')].some((li) => li.textContent?.includes('while the page watches')));
+    await blocker.query('commit');
+    await blocker.end();
+    await page.waitForFunction(() => document.querySelector('[data-job]')?.getAttribute('data-status') === 'succeeded', undefined, { timeout: 20_000 });
+    expect(await page.isVisible('#progress')).toBe(false);
+    const lines = await logLines(page);
+    const api = (await (await fetch(`${herald.url}/api/v1/jobs/${jobId}/logs?level=info`)).json()) as { logs: { id: number }[] };
+    expect(lines.map((l) => Number(l.id))).toEqual(api.logs.map((l) => l.id));
+    await page.setViewportSize({ width: 1280, height: 900 });
+    await page.screenshot({ path: `${SHOTS}job-desktop.png`, fullPage: true });
+    await page.setViewportSize({ width: 375, height: 800 });
+    await page.screenshot({ path: `${SHOTS}job-phone.png`, fullPage: true });
+
+    // The level filter re-subscribes: debug lines appear, in order, each once.
+    await page.selectOption('#level', 'debug');
+    const all = (await (await fetch(`${herald.url}/api/v1/jobs/${jobId}/logs?level=debug`)).json()) as { logs: { id: number }[] };
+    await page.waitForFunction((n) => document.querySelectorAll('#log li').length === n, all.logs.length);
+    expect((await logLines(page)).map((l) => Number(l.id))).toEqual(all.logs.map((l) => l.id));
+    await page.close();
+  });
+
+  it('survives a Herald restart while open: it reconnects and shows each line exactly once', async () => {
+    const { job } = await herald.jobs.submit({ type: 'takedown', payload: { package: 'x' }, maxAttempts: 1 });
+    await until(async () => (await herald.jobs.get(job.id))!.status === 'succeeded');
+    const page = await browser.newPage();
+    await page.goto(`${herald.url}/jobs/${job.id}`);
+    await page.waitForFunction(() => document.querySelector('#connection')?.textContent === 'live');
+    const before = (await logLines(page)).length;
+    await herald.close();
+    await page.waitForFunction(() => document.querySelector('#connection')?.textContent !== 'live');
+    // Lines committed while Herald is down, then after it is back.
+    const pool = new pg.Pool({ connectionString: db.url, max: 1 });
+    pool.on('error', () => undefined);
+    const down = await new (await import('../../src/jobs/store.ts')).JobStore(pool).log(job.id, 'info', 'written while herald was down');
+    herald = await start();
+    await page.waitForFunction(() => document.querySelector('#connection')?.textContent === 'live', undefined, { timeout: 20_000 });
+    const up = await herald.jobs.log(job.id, 'info', 'written after the restart');
+    await page.waitForFunction((id) => !!document.querySelector(`#log li[data-id="${id}"]`), up.id, { timeout: 20_000 });
+    const lines = await logLines(page);
+    expect(lines.length).toBe(before + 2);
+    expect(new Set(lines.map((l) => l.id)).size).toBe(lines.length);
+    expect(lines.slice(-2).map((l) => Number(l.id))).toEqual([down.id, up.id]);
+    await pool.end();
+    await page.close();
+  });
+
+  it('the takedown form: bad input is refused with messages and nothing stored; good input is stored and shows its id', async () => {
+    const page = await browser.newPage();
+    await page.goto(`${herald.url}/takedown`);
+    await page.fill('#package', '../etc');
+    await page.fill('#name', 'A');
+    await page.fill('#email', 'not-an-email');
+    await page.fill('#reason', 'short');
+    // Bypass the browser's own checks: the server must validate.
+    await page.$eval('form', (f) => f.setAttribute('novalidate', ''));
+    await page.click('button[type=submit]');
+    await page.waitForSelector('.errors');
+    const errors = await page.$$eval('.errors li', (lis) => lis.map((li) => li.textContent));
+    expect(errors).toEqual([
+      'Package must be a package name (lower-case letters, digits, - and _).',
+      'Your name is required.',
+      'A valid email address is required, so a trustee can answer.',
+      'Describe the request in at least 20 characters.',
+    ]);
+    expect(await page.inputValue('#package')).toBe('../etc');
+    const count = async () => Number((await herald.ctx.pool.query('select count(*) as n from herald.takedown_requests')).rows[0].n);
+    expect(await count()).toBe(0);
+    await page.fill('#package', 'web-pkg');
+    await page.fill('#name', 'Rights Holder');
+    await page.fill('#email', 'legal@example.org');
+    await page.fill('#reason', 'This package contains our copyrighted artwork without a licence.');
+    await page.click('button[type=submit]');
+    await page.waitForSelector('.notice');
+    const notice = await page.textContent('.notice');
+    const id = Number(/job (\d+)/.exec(notice ?? '')![1]);
+    expect(await count()).toBe(1);
+    const stored = (await herald.ctx.pool.query('select job_id, package, requester_email from herald.takedown_requests')).rows[0];
+    expect(stored).toEqual({ job_id: id, package: 'web-pkg', requester_email: 'legal@example.org' });
+    // The public job does not expose the requester.
+    expect(JSON.stringify(await herald.jobs.get(id))).not.toContain('legal@example.org');
+    await page.close();
+  });
+
+  it('every page renders at desktop and phone widths (screenshots in test-output/screenshots)', async () => {
+    await until(async () => (await fetch(`${herald.url}/api/packages/web-pkg`)).status === 200, 20_000, 'the export of web-pkg');
+    const page = await browser.newPage();
+    const pages = { home: '/', events: '/events', package: '/packages/web-pkg', takedown: '/takedown' };
+    for (const [name, path] of Object.entries(pages)) {
+      for (const [label, width] of [['desktop', 1280], ['phone', 375]] as const) {
+        await page.setViewportSize({ width, height: 900 });
+        const res = await page.goto(`${herald.url}${path}`);
+        expect(res!.status(), path).toBe(200);
+        expect(await page.$$eval('h1', (h) => h.length)).toBe(1);
+        // Nothing wider than the screen on a phone.
+        expect(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth + 1)).toBe(true);
+        await page.screenshot({ path: `${SHOTS}${name}-${label}.png`, fullPage: true });
+      }
+    }
+    await page.goto(`${herald.url}/`);
+    await page.waitForFunction(() => /^\d+$/.test(document.querySelector('#head')?.textContent ?? ''));
+    await page.goto(`${herald.url}/packages/web-pkg`);
+    expect(await page.textContent('h1')).toBe('web-pkg');
+    expect(await page.textContent('table')).toContain('1.0.0');
+    // The live tail shows new events and can pause.
+    await page.goto(`${herald.url}/events`);
+    await page.waitForFunction(() => document.querySelector('#connection')?.textContent === 'live');
+    const [id] = await herald.ctx.log.emitMany([{ topic: 'tail:x', type: 'hello', data: { n: 1 } }]);
+    await page.waitForSelector(`#events li[data-id="${id}"]`);
+    await page.click('#pause');
+    await herald.ctx.log.emitMany([{ topic: 'tail:x', type: 'held' }]);
+    await page.waitForFunction(() => document.querySelector('#pending')?.textContent === '1 new while paused');
+    await page.click('#pause');
+    await page.waitForFunction(() => document.querySelectorAll('#events li').length >= 2);
+    await page.close();
+  });
+});

@@ -1,0 +1,113 @@
+/**
+ * /jobs/<id>: the job's status and log, live. History up to a head read first comes from
+ * the logs endpoint; everything after that head comes live over WebSocket through the
+ * client library (or long-poll where WebSocket fails), deduplicated by log id, so a server
+ * restart or a level change never loses or repeats a line.
+ */
+import { connect, type HeraldConnection, type HeraldEvent } from '../../src/client/index.ts';
+
+interface Job { id: number; status: string; error: string | null; attempts: number; type: string }
+interface Line { id: number; level: string; message: string; at: string; truncated?: boolean }
+
+const LEVELS = ['debug', 'info', 'warn', 'error'];
+const root = document.querySelector<HTMLElement>('[data-job]')!;
+const jobId = Number(root.dataset.job);
+const logEl = document.querySelector<HTMLOListElement>('#log')!;
+const statusEl = document.querySelector<HTMLElement>('#status')!;
+const progressEl = document.querySelector<HTMLElement>('#progress')!;
+const connEl = document.querySelector<HTMLElement>('#connection')!;
+const levelEl = document.querySelector<HTMLSelectElement>('#level')!;
+const errorEl = document.querySelector<HTMLElement>('#job-error')!;
+
+let seen = new Set<number>();
+let conn: HeraldConnection | null = null;
+let generation = 0;
+
+function renderStatus(job: Job): void {
+  statusEl.textContent = job.status;
+  statusEl.className = `status ${job.status}`;
+  progressEl.hidden = !(job.status === 'queued' || job.status === 'running');
+  errorEl.textContent = job.error ? `Error: ${job.error}` : '';
+  root.dataset.status = job.status;
+}
+
+function append(line: Line, min: number): void {
+  if (seen.has(line.id) || LEVELS.indexOf(line.level) < min) return;
+  seen.add(line.id);
+  const li = document.createElement('li');
+  li.className = line.level;
+  li.dataset.id = String(line.id);
+  const lvl = document.createElement('span');
+  lvl.className = 'lvl';
+  lvl.textContent = line.level;
+  const time = document.createElement('time');
+  time.dateTime = line.at;
+  time.textContent = `${line.at.slice(11, 19)} `;
+  li.append(time, lvl, document.createTextNode(` ${line.message}${line.truncated ? ' [truncated]' : ''}`));
+  logEl.append(li);
+}
+
+function onEvent(e: HeraldEvent, min: number): void {
+  if (e.type === 'status') renderStatus(e.data as Job);
+  else if (e.type === 'log') append(e.data as Line, min);
+}
+
+async function longPoll(since: number, min: number, gen: number): Promise<void> {
+  connEl.textContent = 'following (long-poll)';
+  let next = since;
+  while (gen === generation) {
+    try {
+      const r = await fetch(`/v1/events?topic=job:${jobId}&since=${next}&wait=25`);
+      if (!r.ok) throw new Error(String(r.status));
+      const body = (await r.json()) as { events: HeraldEvent[]; next: number };
+      if (gen !== generation) return;
+      for (const e of body.events) onEvent(e, min);
+      next = body.next;
+    } catch {
+      connEl.textContent = 'reconnecting (long-poll)';
+      await new Promise((res) => setTimeout(res, 1000));
+    }
+  }
+}
+
+async function start(): Promise<void> {
+  const gen = ++generation;
+  conn?.close();
+  conn = null;
+  seen = new Set();
+  logEl.replaceChildren();
+  const min = LEVELS.indexOf(levelEl.value);
+  const { head } = (await (await fetch('/v1/head')).json()) as { head: number };
+  // History up to `head` (and possibly a little past it: duplicates are dropped by id).
+  for (let since = 0; ; ) {
+    const r = (await (await fetch(`/api/v1/jobs/${jobId}/logs?since=${since}&level=${levelEl.value}&limit=1000`)).json()) as { logs: Line[]; next: number };
+    for (const l of r.logs) append(l, min);
+    if (r.logs.length < 1000) break;
+    since = r.next;
+  }
+  renderStatus((await (await fetch(`/api/v1/jobs/${jobId}`)).json()) as Job);
+  if (gen !== generation) return;
+  if (typeof WebSocket === 'undefined') return void longPoll(head, min, gen);
+  let opened = false;
+  let failures = 0;
+  conn = connect({
+    url: location.origin,
+    topics: [`job:${jobId}`],
+    since: head,
+    onEvent: (e) => onEvent(e, min),
+    onStateChange: (s) => {
+      if (s === 'open') opened = true;
+      if (s === 'reconnecting' && !opened && ++failures >= 3 && gen === generation) {
+        // WebSocket does not get through (a proxy?): long-poll from the same cursor.
+        conn?.close();
+        void longPoll(conn?.position ?? head, min, gen);
+        return;
+      }
+      connEl.textContent = s === 'open' ? 'live' : s;
+    },
+    onError: (err) => (connEl.textContent = `stopped: ${err.message}`),
+  });
+}
+
+levelEl.addEventListener('change', () => void start());
+void start();
