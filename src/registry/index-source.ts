@@ -45,7 +45,7 @@ export class DirectorySource implements IndexSource {
 export class SparseHttpSource implements IndexSource {
   readonly id: string;
   constructor(
-    private readonly base: string,
+    base: string,
     private readonly names: readonly string[],
     private readonly pool: pg.Pool,
     private readonly concurrency: number,

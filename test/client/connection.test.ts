@@ -4,21 +4,16 @@
  * restarted, two Herald instances on one database. (Herald killed with SIGTERM and started
  * again is in test/cli.test.ts, where Herald runs as a real child process.)
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
 import pg from 'pg';
 import WebSocket from 'ws';
 import { createPool } from '../../src/db/pool.ts';
 import { afterAll, describe, expect, it } from 'vitest';
 import { connect, HeraldClientError, type HeraldConnection, type HeraldEvent, type WebSocketConstructor } from '../../src/client/index.ts';
-import { startEmbeddedPostgres } from '../../src/db/embedded.ts';
-import { migrate } from '../../src/db/migrate.ts';
 import { TopicFilter } from '../../src/events/topic.ts';
 import { createLogger } from '../../src/logger.ts';
 import { createTestDatabase } from '../support/db.ts';
+import { startPrivateCluster } from '../support/cluster.ts';
 import { startTestHerald, until } from '../support/herald.ts';
-import { freePort } from '../support/ports.ts';
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterAll(async () => {
@@ -140,13 +135,7 @@ describe('client library', () => {
   });
 
   it('the LISTEN backend killed and Postgres restarted mid-stream: clients end with exactly the right events', async () => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'herald-client-restart-'));
-    cleanups.push(() => rm(dir, { recursive: true, force: true }));
-    const cluster = await startEmbeddedPostgres({ dir: path.join(dir, 'pg'), port: await freePort(), settings: { fsync: 'off' } });
-    cleanups.push(cluster.stop);
-    const setup = createPool(cluster.url, 2, createLogger('silent'));
-    await migrate(setup, createLogger('silent'));
-    await setup.end();
+    const cluster = await startPrivateCluster(cleanups);
     const herald = await startTestHerald(cluster.url, { listenerReconnectMaxMs: 300 });
     cleanups.push(herald.close);
     const { Ctor } = trackingWebSocket();

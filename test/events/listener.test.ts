@@ -4,20 +4,14 @@
  * doorbell and the re-read on reconnect can deliver: if either were broken, events would be
  * missing or late and these tests would fail.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
-import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
-import { startEmbeddedPostgres } from '../../src/db/embedded.ts';
-import { migrate } from '../../src/db/migrate.ts';
 import { createPool } from '../../src/db/pool.ts';
 import { EventLog } from '../../src/events/log.ts';
 import { createLogger } from '../../src/logger.ts';
 import { createTestDatabase } from '../support/db.ts';
 import { followPoll, followSse } from '../support/followers.ts';
+import { startPrivateCluster } from '../support/cluster.ts';
 import { startTestHerald, until } from '../support/herald.ts';
-import { freePort } from '../support/ports.ts';
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterAll(async () => {
@@ -77,13 +71,7 @@ describe('Listener', () => {
   });
 
   it('Postgres restarted mid-stream: the listener reconnects, re-reads from its head, and followers get every event exactly once', async () => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'herald-restart-'));
-    cleanups.push(() => rm(dir, { recursive: true, force: true }));
-    const cluster = await startEmbeddedPostgres({ dir: path.join(dir, 'pg'), port: await freePort(), settings: { fsync: 'off' } });
-    cleanups.push(cluster.stop);
-    const setupPool = createPool(cluster.url, 2, createLogger('silent'));
-    await migrate(setupPool, createLogger('silent'));
-    await setupPool.end();
+    const cluster = await startPrivateCluster(cleanups);
 
     const herald = await startTestHerald(cluster.url, { safetyPollMs: 60_000, listenerReconnectMaxMs: 300 });
     cleanups.push(herald.close);

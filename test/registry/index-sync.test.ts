@@ -3,6 +3,7 @@
  * generated here, through the real webhook, job queue and workers.
  */
 import { createHmac } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -20,6 +21,8 @@ import { createTestDatabase } from '../support/db.ts';
 import { startTestHerald, type TestHerald, until } from '../support/herald.ts';
 
 const SAMPLE = fileURLToPath(new URL('../../../shared/fixtures/crates-index-sample', import.meta.url));
+// The real-index sample lives in shared/, beside the repository (as on the team's machines and CI).
+if (!existsSync(path.join(SAMPLE, 'config.json'))) throw new Error(`the crates.io-index sample is missing: expected ${SAMPLE} (shared/ beside the repository)`);
 const SECRET = 'webhook-secret-1';
 const cleanups: (() => Promise<unknown>)[] = [];
 afterAll(async () => {
