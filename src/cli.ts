@@ -1,5 +1,5 @@
 /**
- * The `herald` command: serve | worker | migrate | emit | tail | token create | config. Flags override environment
+ * The `herald` command: serve | worker | migrate | emit | tail | token create | export | config. Flags override environment
  * variables, which override defaults (src/config.ts).
  */
 import { Command, Option } from 'commander';

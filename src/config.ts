@@ -140,7 +140,7 @@ export const SETTINGS = {
         const out: Record<string, number> = {};
         for (const e of entries) {
           const m = /^([a-z][a-z0-9-]*)=(\d+)$/.exec(e);
-          if (!m) zctx.addIssue({ code: 'custom', message: `"${e}" is not type=milliseconds` });
+          if (!m || Number(m[2]) < 100) zctx.addIssue({ code: 'custom', message: `"${e}" is not type=milliseconds (at least 100)` });
           else out[m[1]!] = Number(m[2]);
         }
         return out;
@@ -173,11 +173,15 @@ export const SETTINGS = {
   }),
   runtimeVersion: setting({
     env: 'HERALD_RUNTIME_VERSION',
-    schema: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/, 'must be a version string such as 2026.11.22'),
+    schema: z
+      .string()
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/, 'must be a version string such as 2026.11.22')
+      .refine((v) => v !== 'latest' && !v.includes('..'), 'must not be "latest" or contain ".."'),
     doc: "This release's version: its own export prefix, and its rank when releases share `latest/` (newer wins).",
   }),
   exportKeepVersions: setting({ env: 'HERALD_EXPORT_KEEP_VERSIONS', schema: int(1, 1000), doc: 'GC keeps the newest N `<runtimeVersion>/` prefixes.' }),
   exportGraceMs: setting({ env: 'HERALD_EXPORT_GRACE_MS', schema: int(0, 365 * DAY_MS), doc: 'Objects of deleted or moderated packages are kept this long before GC removes them.' }),
+  exportGcIntervalMs: setting({ env: 'HERALD_EXPORT_GC_INTERVAL_MS', schema: int(0, 30 * DAY_MS), doc: 'How often `herald serve` runs export GC (0: only `herald export --gc`).' }),
   exportServePrefix: setting({
     env: 'HERALD_EXPORT_SERVE_PREFIX',
     schema: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/),
@@ -286,6 +290,7 @@ export const defaults = {
   exportKeepVersions: 3,
   exportGraceMs: 1 * DAY_MS,
   exportServePrefix: 'latest',
+  exportGcIntervalMs: 60 * MINUTE_MS,
   indexSourceUrl: undefined,
   indexNames: [],
   indexSyncIntervalMs: 10 * MINUTE_MS,

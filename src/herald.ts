@@ -79,7 +79,9 @@ export async function startHerald(config: Config, options: StartOptions = {}): P
     logger.info({ dir, port: config.embeddedPgPort }, 'DATABASE_URL is not set: starting embedded PostgreSQL');
     embedded = await startEmbeddedPostgres({ dir, port: config.embeddedPgPort });
     databaseUrl = embedded.url;
-    logger.info({ url: `postgres://postgres:***@localhost:${embedded.port}/postgres` }, 'embedded PostgreSQL is ready');
+    // Local-only server with a fixed local password: printed so `herald migrate`, `herald
+    // token create` and psql can reach it while `herald serve` runs.
+    console.log(`embedded PostgreSQL: ${embedded.url}`);
   }
   const pool = createPool(databaseUrl, config.dbPoolMax, logger);
   try {
@@ -152,7 +154,7 @@ export async function startHerald(config: Config, options: StartOptions = {}): P
     graceMs: config.exportGraceMs,
     ...options.exporter,
   });
-  if (options.runExporter ?? config.exporter) await exporter.start();
+  if (options.runExporter ?? config.exporter) await exporter.start(config.exportGcIntervalMs);
 
   // The fallback sync: every process asks; the requests fold into the one queued sync.
   const indexTimer =
@@ -197,6 +199,8 @@ export async function startHerald(config: Config, options: StartOptions = {}): P
   const close = () =>
     (closing ??= (async () => {
       state.stopping = true;
+      // Stop claiming jobs at once; running ones get the grace period alongside HTTP.
+      const workersStopped = workers?.stop();
       stopPing();
       if (indexTimer) clearInterval(indexTimer);
       const serverClosed = serveHttp ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
@@ -207,7 +211,7 @@ export async function startHerald(config: Config, options: StartOptions = {}): P
       await websockets.close(config.shutdownGraceMs);
       await serverClosed;
       clearTimeout(grace);
-      await workers?.stop();
+      await workersStopped;
       await exporter.stop();
       await pruner.stop();
       await listener.close();

@@ -2,8 +2,10 @@
  * Filesystem bucket. Each key is a directory holding `_object` (the bytes) and
  * `_meta.json`, because one key may be the prefix of another (`api/packages/x` and
  * `api/packages/x/advisories`). Writes go to a temp file and are renamed into place, so a
- * reader never sees half an object; the metadata is renamed in before the bytes, and a
- * reader takes the bytes' hash from the metadata only when they agree.
+ * reader never sees half an object. The metadata is renamed in before the bytes, so during
+ * an overwrite a reader can briefly pair new metadata (ETag) with the old bytes; the next
+ * request sees both new. Herald's own serving re-validates with that ETag, so at worst a
+ * client revalidates once more.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';

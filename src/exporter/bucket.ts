@@ -32,12 +32,13 @@ export interface Bucket {
 
 // Segments of safe characters only: no '..', no empty segment, no '%' (so `%2e%2e` cannot
 // be decoded into a traversal by a proxy), no NUL or control characters, no backslash.
-const SEGMENT_RE = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$/;
+// 400: room for `<name (64)>-<version (256)>.tar.gz`.
+const SEGMENT_RE = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,399}$/;
 
 /** Throws unless `key` is `seg/seg/…` of safe segments, none of them `.` or `..`. */
 export function assertKey(key: string): string {
   const segments = key.split('/');
-  if (key.length > 1024 || segments.some((s) => !SEGMENT_RE.test(s) || s === '.' || s === '..' || s.includes('..'))) {
+  if (key.length > 2048 || segments.some((s) => !SEGMENT_RE.test(s) || s === '.' || s === '..' || s.includes('..'))) {
     throw new HeraldError('HERALD_ERR_BAD_REQUEST', `refusing to write object key ${JSON.stringify(key.slice(0, 120))}: every segment must match ${SEGMENT_RE.source}`);
   }
   return key;

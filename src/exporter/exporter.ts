@@ -97,14 +97,25 @@ export class Exporter {
     return [LATEST, this.opts.runtimeVersion];
   }
 
-  /** Starts following the log from the durable cursor (a first run exports everything). */
-  async start(): Promise<void> {
+  private gcTimer: NodeJS.Timeout | null = null;
+
+  /**
+   * Starts following the log from the durable cursor (a first run exports everything), and
+   * collecting garbage every `gcIntervalMs` (0: only by `herald export --gc`).
+   */
+  async start(gcIntervalMs = 0): Promise<void> {
     if (this._state !== 'idle') return;
     this._state = 'catching-up';
     this.loop = this.follow();
+    if (gcIntervalMs > 0) {
+      this.gcTimer = setInterval(() => {
+        this.gc().catch((err: Error) => this.ctx.logger.warn({ err: err.message }, 'export GC failed; retrying next interval'));
+      }, gcIntervalMs);
+    }
   }
 
   async stop(): Promise<void> {
+    if (this.gcTimer) clearInterval(this.gcTimer);
     this._state = 'stopped';
     this.stopping.abort();
     this.sub?.close();
@@ -152,7 +163,18 @@ export class Exporter {
           if (this._state !== 'following') break;
           // A burst of events for one package costs one export.
           const names = [...new Set(events.map((e) => e.topic.slice('package:'.length)))];
-          for (const name of names) await this.exportPackage(name);
+          for (const name of names) {
+            try {
+              await this.exportPackage(name);
+            } catch (err) {
+              // A package that can never be exported (bad input, not a passing fault) must
+              // not stop the log for everyone: report it and move on. Anything else retries.
+              if (err instanceof HeraldError && !err.retryable) {
+                this.ctx.metrics.exportFailures.inc();
+                this.ctx.logger.error({ package: name, err: err.message }, 'package cannot be exported; skipped');
+              } else throw err;
+            }
+          }
           await this.saveCursor(this.sub.position);
           attempt = 0;
         }

@@ -22,7 +22,7 @@ interface Payload {
 
 const payloadOf = (job: ClaimedJob) => job.payload as Payload;
 
-/** The submitter, as the job recorded it at submission (permissions were checked then, and again in the transaction). */
+/** The submitter, as the job recorded it at submission (permissions were checked then; publish re-checks ownership in its transaction). */
 function submitter(job: ClaimedJob): User {
   const p = job.payload as { actor?: { name: string; trustee: boolean } };
   if (!p.actor) throw new HeraldError('HERALD_ERR_BAD_REQUEST', 'job has no submitter');

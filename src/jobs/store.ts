@@ -181,9 +181,13 @@ export class JobStore {
           `with candidate as (
              select j.id from herald.jobs j
              where ((j.status = 'queued' and j.run_at <= now()) or (j.status = 'running' and j.locked_until < now()))
+               -- A lock key held by any running job, even one whose lease lapsed, is taken:
+               -- that job is itself claimable (the OR above) and must be reclaimed first.
+               -- Skipping only live holders would pick a queued job with the same key, hit
+               -- the unique index, and never reach the lapsed one.
                and (j.lock_key is null or not exists (
                  select 1 from herald.jobs r
-                 where r.lock_key = j.lock_key and r.status = 'running' and r.id <> j.id and r.locked_until >= now()))
+                 where r.lock_key = j.lock_key and r.status = 'running' and r.id <> j.id))
              order by j.id
              limit 1
              for update skip locked
@@ -226,6 +230,8 @@ export class JobStore {
     );
     const job = rows[0]?.job;
     if (!job) throw new HeraldError('HERALD_ERR_UNAVAILABLE', `job ${jobId} was taken over by another worker (lease lapsed); its effects are rolled back`);
+    // The upload has served its purpose (a published archive lives in herald.versions).
+    await tx.query('delete from herald.job_inputs where job_id = $1', [jobId]);
     await emitStatus(tx, job, 'finished');
     return job;
   }
@@ -244,6 +250,7 @@ export class JobStore {
         [jobId, workerId, error.slice(0, 4096), retryInMs],
       );
       const job = rows[0]?.job ?? null;
+      if (job?.status === 'failed') await tx.query('delete from herald.job_inputs where job_id = $1', [jobId]);
       if (job) await emitStatus(tx, job, job.status === 'failed' ? 'finished' : undefined);
       return job;
     });

@@ -36,7 +36,8 @@ export type WorkerPoolState = 'idle' | 'running' | 'stopping' | 'stopped';
 export class WorkerPool {
   readonly id = `w-${randomBytes(4).toString('hex')}`;
   private _state: WorkerPoolState = 'idle';
-  private readonly active = new Map<number, Promise<void>>();
+  /** Running jobs by run id. */
+  private readonly active = new Map<string, Promise<void>>();
   private sub: Subscription | null = null;
   private timer: NodeJS.Timeout | null = null;
   private claiming: Promise<void> | null = null;
@@ -72,22 +73,33 @@ export class WorkerPool {
     this._state = 'stopping';
     this.sub?.close();
     if (this.timer) clearTimeout(this.timer);
-    const all = Promise.allSettled([...this.active.values()]);
     const late = setTimeout(() => this.aborter.abort(), graceMs);
-    await all;
-    clearTimeout(late);
+    // A claim in flight may still add a job: wait for it before collecting the runs.
     await this.claiming;
+    await Promise.allSettled([...this.active.values()]);
+    clearTimeout(late);
     this._state = 'stopped';
   }
 
   private async follow(sub: Subscription): Promise<void> {
-    while (sub.state !== 'closed') {
+    let current = sub;
+    while (this._state === 'running') {
       try {
-        const events = await sub.next();
+        const events = await current.next();
+        if (current.state === 'closed') return;
         if (events.length > 0) this.wake();
       } catch (err) {
-        this.ctx.logger.warn({ err: coerceError(err).message }, 'worker wake-up stream failed; relying on the timer');
-        return;
+        // The stream failed (database away): the timer covers the gap; reopen shortly.
+        this.ctx.logger.warn({ err: coerceError(err).message }, 'worker wake-up stream failed; reopening');
+        current.close();
+        await new Promise((r) => setTimeout(r, this.ctx.config.jobPollMs));
+        if (this._state !== 'running') return;
+        try {
+          current = this.sub = await subscribe(this.ctx, 'worker', { trusted: true }, { filter: TopicFilter.parse(['jobs']), since: 'now' });
+          this.wake();
+        } catch {
+          // Still away: try again on the next round.
+        }
       }
     }
   }
@@ -112,16 +124,19 @@ export class WorkerPool {
     let drained = false;
     try {
       while (this._state === 'running' && this.active.size < this.size) {
-        const job = await this.store.claim(this.id, this.ctx.config.jobLeaseMs);
+        // The lease holder is this run, not just this process: if a lease lapses and this
+        // same process reclaims the job, the first run's renew/complete must fail.
+        const runId = `${this.id}/${randomBytes(3).toString('hex')}`;
+        const job = await this.store.claim(runId, this.ctx.config.jobLeaseMs);
         if (!job) {
           drained = true;
           break;
         }
-        const run = this.execute(job).finally(() => {
-          this.active.delete(job.id);
+        const run = this.execute(job, runId).finally(() => {
+          this.active.delete(runId);
           this.wake();
         });
-        this.active.set(job.id, run);
+        this.active.set(runId, run);
       }
     } catch (err) {
       this.ctx.logger.warn({ err: coerceError(err).message }, 'claiming jobs failed; retrying on the timer');
@@ -150,7 +165,7 @@ export class WorkerPool {
     return config.jobTimeoutsMs[type] ?? config.jobTimeoutMs;
   }
 
-  private async execute(job: ClaimedJob): Promise<void> {
+  private async execute(job: ClaimedJob, runId: string): Promise<void> {
     const { config, logger } = this.ctx;
     const handler = this.handlers[job.type];
     const aborter = new AbortController();
@@ -160,7 +175,7 @@ export class WorkerPool {
     const timeout = setTimeout(() => aborter.abort(new HeraldError('HERALD_ERR_UNAVAILABLE', `timed out after ${timeoutMs} ms`)), timeoutMs);
     // Renew at a third of the lease so two missed renewals still leave it valid.
     const heartbeat = setInterval(() => {
-      this.store.renew(job.id, this.id, config.jobLeaseMs).then(
+      this.store.renew(job.id, runId, config.jobLeaseMs).then(
         (held) => held || aborter.abort(new HeraldError('HERALD_ERR_UNAVAILABLE', 'lease lost to another worker')),
         () => undefined,
       );
@@ -183,7 +198,7 @@ export class WorkerPool {
           const out = await withTransaction(this.ctx.pool, async (tx) => {
             const result = await effects(tx);
             if (aborter.signal.aborted) throw aborter.signal.reason;
-            await this.store.complete(tx, job.id, this.id, result);
+            await this.store.complete(tx, job.id, runId, result);
             return result;
           });
           committed = true;
@@ -197,13 +212,19 @@ export class WorkerPool {
       if (!committed) await jc.commit(async () => null);
     } catch (err) {
       const e = coerceError(err);
-      const retry = e.retryable && job.attempts < job.maxAttempts && e.code !== 'HERALD_ERR_SHUTTING_DOWN';
-      await log('error', retry ? `attempt ${job.attempts} failed: ${e.message}; retrying` : `failed: ${e.message}`).catch(() => undefined);
-      if (e.code === 'HERALD_ERR_INTERNAL') logger.error({ err, job: job.id }, 'job failed');
       // Shutdown: leave the job running; its lease lapses and another worker retries it.
-      if (e.code !== 'HERALD_ERR_SHUTTING_DOWN') {
+      if (e.code === 'HERALD_ERR_SHUTTING_DOWN') {
+        await log('warn', `attempt ${job.attempts} interrupted by shutdown; another worker will retry it`).catch(() => undefined);
+        return;
+      }
+      const retry = e.retryable && job.attempts < job.maxAttempts;
+      // Job records are public: an unexpected exception's text stays in the server log.
+      const message = err instanceof HeraldError ? e.message : 'internal error (details in the server log)';
+      await log('error', retry ? `attempt ${job.attempts} failed: ${message}; retrying` : `failed: ${message}`).catch(() => undefined);
+      if (e.code === 'HERALD_ERR_INTERNAL') logger.error({ err, job: job.id }, 'job failed');
+      {
         const backoff = config.jobRetryBackoffMs * 2 ** (job.attempts - 1);
-        await this.store.fail(job.id, this.id, e.message, retry ? backoff : null).catch((failErr: unknown) =>
+        await this.store.fail(job.id, runId, message, retry ? backoff : null).catch((failErr: unknown) =>
           logger.warn({ err: coerceError(failErr).message, job: job.id }, 'could not record job failure; its lease will lapse'),
         );
       }

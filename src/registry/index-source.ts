@@ -19,6 +19,8 @@ export interface IndexFile {
 export interface IndexSource {
   readonly id: string;
   files(): AsyncIterable<IndexFile>;
+  /** Called after the sync applied everything it read (sparse: remember the ETags only then). */
+  commit?(): Promise<void>;
 }
 
 const INDEX_FILE_RE = /^(1\/[a-z0-9_-]|2\/[a-z0-9_-]{2}|3\/[a-z0-9_-]\/[a-z0-9_-]{3}|[a-z0-9_-]{2}\/[a-z0-9_-]{2}\/[a-z0-9_-]{4,})$/;
@@ -44,6 +46,7 @@ export class DirectorySource implements IndexSource {
 
 export class SparseHttpSource implements IndexSource {
   readonly id: string;
+  private readonly validators: [path: string, etag: string | null, lastModified: string | null][] = [];
   constructor(
     base: string,
     private readonly names: readonly string[],
@@ -85,12 +88,21 @@ export class SparseHttpSource implements IndexSource {
     }
     if (!res.ok) throw new HeraldError('HERALD_ERR_UNAVAILABLE', `index fetch ${p} answered ${res.status}`);
     const text = await res.text();
-    await this.pool.query(
-      `insert into herald.index_files (path, etag, last_modified) values ($1, $2, $3)
-       on conflict (path) do update set etag = excluded.etag, last_modified = excluded.last_modified, fetched_at = now()`,
-      [p, res.headers.get('etag'), res.headers.get('last-modified')],
-    );
+    // Remembered only after the sync has applied this file (commit()): a sync that fails
+    // half-way must not turn into 304s that skip these files next time.
+    this.validators.push([p, res.headers.get('etag'), res.headers.get('last-modified')]);
     return { path: p, text };
+  }
+
+  async commit(): Promise<void> {
+    const rows = this.validators.splice(0);
+    if (rows.length === 0) return;
+    await this.pool.query(
+      `insert into herald.index_files (path, etag, last_modified)
+       select * from unnest($1::text[], $2::text[], $3::text[])
+       on conflict (path) do update set etag = excluded.etag, last_modified = excluded.last_modified, fetched_at = now()`,
+      [rows.map((r) => r[0]), rows.map((r) => r[1]), rows.map((r) => r[2])],
+    );
   }
 }
 

@@ -101,6 +101,7 @@ export async function syncIndex(pool: pg.Pool, source: IndexSource, log: (level:
     result.yanked += rows[0]!.yanked;
     result.unyanked += rows[0]!.unyanked;
   }
+  await source.commit?.();
   // A summary on `index`, only when something changed: a no-op sync emits nothing.
   if (result.added + result.yanked + result.unyanked > 0) {
     await pool.query(`select herald.emit('index', 'synced', $1::jsonb)`, [JSON.stringify(result)]);

@@ -74,6 +74,8 @@ export async function publishVersion(tx: pg.PoolClient, user: User, info: Archiv
     if ((await canManage(tx, name, user)) === false) throw new HeraldError('HERALD_ERR_FORBIDDEN', `${user.name} does not own ${name}`);
     if (pkg.deleted_at) await tx.query('update herald.packages set deleted_at = null where name = $1', [name]);
   }
+  const gone = await tx.query('select 1 from herald.version_tombstones where package = $1 and version = $2', [name, version]);
+  if (gone.rowCount) throw new HeraldError('HERALD_ERR_BAD_REQUEST', `${name}@${version} was unpublished; version numbers are never reused: publish a new version`);
   const inserted = await tx.query(
     `insert into herald.versions (package, version, manifest, archive, size, sha256, published_by)
      values ($1, $2, $3, $4, $5, $6, $7) on conflict do nothing`,
@@ -88,6 +90,7 @@ export async function unpublishVersion(tx: pg.PoolClient, name: string, version:
   await lockPackage(tx, name);
   const { rowCount } = await tx.query('delete from herald.versions where package = $1 and version = $2', [name, version]);
   if (rowCount !== 1) throw new HeraldError('HERALD_ERR_NOT_FOUND', `${name}@${version} does not exist`);
+  await tx.query('insert into herald.version_tombstones (package, version) values ($1, $2) on conflict do nothing', [name, version]);
   // A package with no versions left is deleted (its exports are collected after a grace period).
   await tx.query(`update herald.packages set deleted_at = now() where name = $1 and not exists (select 1 from herald.versions where package = $1)`, [name]);
   await emitPackage(tx, name, 'unpublished');

@@ -27,8 +27,10 @@ export function verifySignature(secrets: readonly string[], body: Buffer, header
 }
 
 /** Queues an index sync, folding into one already waiting. */
-export async function requestIndexSync(jobs: JobStore, reason: string, maxAttempts: number): Promise<JobJson> {
-  const { job } = await jobs.submit({ type: 'index-sync', payload: { reason }, lockKey: 'index', maxAttempts, coalesceQueued: true });
+export async function requestIndexSync(jobs: JobStore, reason: string, _maxAttempts?: number): Promise<JobJson> {
+  // One attempt: a failed sync is not re-queued (that could collide with the one sync allowed
+  // to wait); the next trigger or the periodic fallback runs it again, idempotently.
+  const { job } = await jobs.submit({ type: 'index-sync', payload: { reason }, lockKey: 'index', maxAttempts: 1, coalesceQueued: true });
   return job;
 }
 
@@ -42,7 +44,7 @@ export function createWebhookRoutes(opts: { pool: pg.Pool; jobs: JobStore; secre
       throw new HeraldError('HERALD_ERR_UNAUTHORIZED', 'X-Hub-Signature-256 is missing or does not match the body');
     }
     const delivery = req.get('x-github-delivery');
-    if (delivery !== undefined && (delivery.length === 0 || delivery.length > 200)) throw new HeraldError('HERALD_ERR_BAD_REQUEST', 'X-GitHub-Delivery must be 1–200 characters');
+    if (delivery !== undefined && (delivery.length === 0 || Buffer.byteLength(delivery) > 200)) throw new HeraldError('HERALD_ERR_BAD_REQUEST', 'X-GitHub-Delivery must be 1–200 bytes');
     if (delivery) {
       const seen = await opts.pool.query<{ job_id: number | null }>('select job_id from herald.webhook_deliveries where id = $1', [delivery]);
       if (seen.rows[0]) {

@@ -53,6 +53,7 @@ describe.skipIf(!haveChromium)('web pages in Chromium', () => {
   it('/jobs/<id> shows a publishing job\'s log lines in order as they commit, and the final status without a reload', async () => {
     // Hold publishes inside their transaction so the page sees the job running.
     const blocker = new pg.Client({ connectionString: db.url });
+    blocker.on('error', () => undefined);
     await blocker.connect();
     await blocker.query('begin');
     await blocker.query('lock table herald.versions in share row exclusive mode');

@@ -135,6 +135,7 @@ describe('locks', () => {
   it('two publishes of one package run one after the other; different packages run in parallel', async () => {
     // Hold the versions table: every publish blocks inside its effects transaction.
     const blocker = new pg.Client({ connectionString: db.url });
+    blocker.on('error', () => undefined);
     await blocker.connect();
     await blocker.query('begin');
     await blocker.query('lock table herald.versions in share row exclusive mode');
@@ -193,6 +194,16 @@ describe('auth and permissions', () => {
     expect((await pkg()).owners).toEqual(['bob']);
     await run('unpublish', trustee, { name: 'left-pad', version: '1.0.0', reason: 'legal' });
     expect((await pkg()).versions).toEqual([]);
+    // The number is never reused: its archive was served as immutable.
+    const again = await publish(bob, await tarball('left-pad', '1.0.0'), 'left-pad', '1.0.0');
+    expect(again.status).toBe(201);
+    const failed = await finished(((await again.json()) as { jobId: number }).jobId);
+    expect(failed.status).toBe('failed');
+    expect(failed.error).toMatch(/never reused/);
+    // A trustee who also owns a package may still act as a trustee on it.
+    const own = await publish(trustee, await tarball('root-pkg', '1.0.0'), 'root-pkg', '1.0.0');
+    expect((await finished(((await own.json()) as { jobId: number }).jobId)).status).toBe('succeeded');
+    await run('moderate', trustee, { name: 'root-pkg', reason: 'trustee-owned' });
   });
 
   it('no token value ever appears in the logs', async () => {

@@ -41,6 +41,7 @@ describe('worker pool', () => {
 
     // Block publishes inside their effects transaction, so the worker is mid-job when killed.
     const blocker = new pg.Client({ connectionString: db.url });
+    blocker.on('error', () => undefined);
     await blocker.connect();
     await blocker.query('begin');
     await blocker.query('lock table herald.versions in share row exclusive mode');
@@ -51,7 +52,7 @@ describe('worker pool', () => {
     const row = async () => (await api.ctx.pool.query('select status, locked_by, attempts from herald.jobs where id = $1', [jobId])).rows[0] as { status: string; locked_by: string | null; attempts: number };
     await until(async () => {
       const r = await row();
-      return r.status === 'running' && r.locked_by === workerId;
+      return r.status === 'running' && (r.locked_by ?? '').startsWith(`${workerId}/`);
     }, 15_000, 'the worker process to claim the job');
     await until(async () => (await api.ctx.pool.query(`select 1 from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()`)).rowCount! > 0, 15_000, 'the job to block on the lock');
 
