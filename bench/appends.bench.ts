@@ -3,6 +3,8 @@
  * baseline, same database, same run). 8 concurrent producers, single events and batches.
  */
 import pg from 'pg';
+import { createPool } from '../src/db/pool.ts';
+import { createLogger } from '../src/logger.ts';
 import { benchDatabase, printTable, type Row } from './support.ts';
 
 const PRODUCERS = 8;
@@ -91,7 +93,7 @@ async function measure(pool: pg.Pool, step: Step): Promise<number> {
 
 export async function run(): Promise<Row[]> {
   const db = await benchDatabase();
-  const pool = new pg.Pool({ connectionString: db.url, max: PRODUCERS });
+  const pool = createPool(db.url, PRODUCERS, createLogger('silent'));
   try {
     await pool.query(SETUP);
     const rows: Row[] = [];

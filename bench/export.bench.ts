@@ -7,7 +7,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { gunzipSync } from 'node:zlib';
-import pg from 'pg';
+import { createPool } from '../src/db/pool.ts';
 import { loadConfig } from '../src/config.ts';
 import { startHerald } from '../src/herald.ts';
 import { createLogger } from '../src/logger.ts';
@@ -21,7 +21,7 @@ const PUBLISHES = Number(process.env.BENCH_EXPORT_PUBLISHES ?? 50);
 export async function run(): Promise<Row[]> {
   const db = await benchDatabase();
   const dir = await mkdtemp(path.join(os.tmpdir(), 'herald-bench-bucket-'));
-  const pool = new pg.Pool({ connectionString: db.url, max: 4 });
+  const pool = createPool(db.url, 4, createLogger('silent'));
   try {
     // The registry, made directly in SQL: the benchmark measures the exporter, not publishing.
     const archive = await buildArchive({ 'manifest.json': '{}', 'index.js': 'export {};\n'.repeat(50) });

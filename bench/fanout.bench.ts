@@ -7,6 +7,8 @@
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { createPool } from '../src/db/pool.ts';
+import { createLogger } from '../src/logger.ts';
 import { peer, type Stats } from './peers/ipc.ts';
 import { benchDatabase, printTable, type Row } from './support.ts';
 
@@ -71,7 +73,7 @@ export async function run(): Promise<Row[]> {
   const raw = spawnPeer('./peers/raw-server.ts');
   const herald = spawnPeer('./peers/herald-server.ts', { BENCH_DATABASE_URL: db.url });
   const clients = spawnPeer('./peers/clients.ts');
-  const pool = new pg.Pool({ connectionString: db.url, max: 4 });
+  const pool = createPool(db.url, 4, createLogger('silent'));
   try {
     await Promise.all([raw.ready, herald.ready, clients.ready]);
     const rawUrl = await raw.call<string>('url');

@@ -3,7 +3,8 @@ import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import pg from 'pg';
+import { createPool } from '../src/db/pool.ts';
+import { createLogger } from '../src/logger.ts';
 import { indexPath } from '../src/registry/index-format.ts';
 import { DirectorySource } from '../src/registry/index-source.ts';
 import { syncIndex } from '../src/registry/index-sync.ts';
@@ -14,7 +15,7 @@ const PACKAGES = Number(process.env.BENCH_INDEX_PACKAGES ?? 10_000);
 export async function run(): Promise<Row[]> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'herald-bench-index-'));
   const db = await benchDatabase();
-  const pool = new pg.Pool({ connectionString: db.url, max: 4 });
+  const pool = createPool(db.url, 4, createLogger('silent'));
   try {
     let versions = 0;
     for (let i = 0; i < PACKAGES; i++) {

@@ -4,7 +4,7 @@
  * Postgres, same worker count, same run. Jobs/s from first submit to last finish, and
  * submit-to-start latency.
  */
-import pg from 'pg';
+import { createPool } from '../src/db/pool.ts';
 import { run as runGraphile } from 'graphile-worker';
 import { loadConfig } from '../src/config.ts';
 import { startHerald } from '../src/herald.ts';
@@ -53,7 +53,7 @@ async function herald(url: string, via: 'sql' | 'api'): Promise<Result> {
       },
     },
   });
-  const pool = new pg.Pool({ connectionString: url, max: PRODUCERS });
+  const pool = createPool(url, PRODUCERS, createLogger('silent'));
   try {
     const t0 = performance.now();
     if (via === 'sql') {
@@ -76,7 +76,7 @@ async function heraldHttp(url: string): Promise<Result> {
     skipMigrations: true,
     logger: createLogger('warn'),
   });
-  const pool = new pg.Pool({ connectionString: url, max: PRODUCERS });
+  const pool = createPool(url, PRODUCERS, createLogger('silent'));
   try {
     const token = await h.tokens.create('bench', false);
     // One package per job: jobs on one package share a lock key and would run one at a time.
@@ -127,7 +127,7 @@ async function graphile(url: string): Promise<Result> {
       },
     },
   });
-  const pool = new pg.Pool({ connectionString: url, max: PRODUCERS });
+  const pool = createPool(url, PRODUCERS, createLogger('silent'));
   try {
     const t0 = performance.now();
     await submitAll(JOBS, (i) => pool.query(`select graphile_worker.add_job('bench-noop', $1::json)`, [JSON.stringify({ i, t: Date.now() })]));

@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import pg from 'pg';
+import { createPool } from '../src/db/pool.ts';
 import { startEmbeddedPostgres } from '../src/db/embedded.ts';
 import { migrate } from '../src/db/migrate.ts';
 import { createLogger } from '../src/logger.ts';
@@ -27,7 +27,7 @@ export async function benchDatabase(): Promise<BenchDatabase> {
   if (process.env.BENCH_DATABASE_URL) return { url: process.env.BENCH_DATABASE_URL, stop: async () => undefined };
   const dir = await mkdtemp(path.join(os.tmpdir(), 'herald-bench-'));
   const db = await startEmbeddedPostgres({ dir: path.join(dir, 'pg'), port: await freePort(), persistent: false, settings: { max_connections: '300' } });
-  const pool = new pg.Pool({ connectionString: db.url, max: 1 });
+  const pool = createPool(db.url, 1, createLogger('silent'));
   await migrate(pool, createLogger('silent'));
   await pool.end();
   return {
