@@ -8,8 +8,11 @@ import type { TopicFilter } from './topic.ts';
 
 export interface HubMember {
   readonly filter: TopicFilter;
-  /** Called synchronously with the matching events of one published batch, in id order. */
-  deliver(events: Event[]): void;
+  /**
+   * Called synchronously with the matching events of one published batch, in id order. The
+   * array may be shared with other members: read it, never modify or keep it.
+   */
+  deliver(events: readonly Event[]): void;
 }
 
 export class Hub {
@@ -49,25 +52,54 @@ export class Hub {
     }
   }
 
-  /** Fans a batch (strictly increasing ids, all > head) out to the members. */
+  /**
+   * Fans a batch (strictly increasing ids, all > head) out to the members. Members that take
+   * every event, or exactly one topic, share one read-only array per batch or per topic;
+   * only members with several entries or prefixes get a list built for them.
+   */
   publish(events: readonly Event[]): void {
     if (events.length === 0) return;
+    const batch = events as Event[];
+    let byTopic: Map<string, Event[]> | null = null;
+    if (this.byTopic.size > 0) {
+      byTopic = new Map();
+      for (const e of batch) {
+        const list = byTopic.get(e.topic);
+        if (list) list.push(e);
+        else byTopic.set(e.topic, [e]);
+      }
+    }
     const perMember = new Map<HubMember, Event[]>();
     const give = (m: HubMember, e: Event) => {
       const list = perMember.get(m);
-      if (list) {
-        // A member with both `job:1` and `job:*` must get the event once.
-        if (list[list.length - 1] !== e) list.push(e);
-      } else perMember.set(m, [e]);
+      if (list) list.push(e);
+      else perMember.set(m, [e]);
     };
-    for (const e of events) {
-      for (const m of this.everything) give(m, e);
-      const exact = this.byTopic.get(e.topic);
-      if (exact) for (const m of exact) give(m, e);
-      for (const m of this.byPrefix) if (m.filter.matches(e.topic)) give(m, e);
+    const shared: [HubMember, Event[]][] = [];
+    for (const m of this.everything) shared.push([m, batch]);
+    if (byTopic) {
+      for (const [topic, list] of byTopic) {
+        const members = this.byTopic.get(topic);
+        if (!members) continue;
+        for (const m of members) {
+          if (m.filter.exact.size === 1 && m.filter.prefixes.length === 0) shared.push([m, list]);
+          else for (const e of list) give(m, e);
+        }
+      }
+    }
+    if (this.byPrefix.size > 0) {
+      for (const e of batch) for (const m of this.byPrefix) if (m.filter.matches(e.topic)) give(m, e);
+    }
+    // Lists merged from several topics and prefixes: restore id order, and deliver once an
+    // event that matched twice (`job:1` and `job:*`).
+    for (const [m, list] of perMember) {
+      if (m.filter.exact.size + m.filter.prefixes.length <= 1) continue;
+      list.sort((a, b) => a.id - b.id);
+      perMember.set(m, list.filter((e, i) => i === 0 || list[i - 1] !== e));
     }
     // Advance before delivering: a member reading `head` inside deliver sees this batch.
-    this.head = events[events.length - 1]!.id;
+    this.head = batch[batch.length - 1]!.id;
+    for (const [m, list] of shared) m.deliver(list);
     for (const [m, list] of perMember) m.deliver(list);
   }
 }

@@ -139,7 +139,7 @@ export class Subscription implements HubMember {
   }
 
   /** Hub callback: buffer matching live events, dropping the buffer past its bounds (S4). */
-  deliver(events: Event[]): void {
+  deliver(events: readonly Event[]): void {
     if (this._state === 'closed') return;
     for (const e of events) {
       this.buffer.push(e);
