@@ -8,6 +8,7 @@ import pg from 'pg';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildArchive } from '../../src/registry/archive.ts';
+import { blockPublishes } from '../support/blocker.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { startTestHerald, type TestHerald, until } from '../support/herald.ts';
 import { freePort } from '../support/ports.ts';
@@ -52,11 +53,7 @@ async function logLines(page: Page): Promise<{ id: string; text: string }[]> {
 describe.skipIf(!haveChromium)('web pages in Chromium', () => {
   it('/jobs/<id> shows a publishing job\'s log lines in order as they commit, and the final status without a reload', async () => {
     // Hold publishes inside their transaction so the page sees the job running.
-    const blocker = new pg.Client({ connectionString: db.url });
-    blocker.on('error', () => undefined);
-    await blocker.connect();
-    await blocker.query('begin');
-    await blocker.query('lock table herald.versions in share row exclusive mode');
+    const blocker = await blockPublishes(db.url);
     const body = await buildArchive({ 'manifest.json': JSON.stringify({ name: 'web-pkg', version: '1.0.0', dependencies: { dep: '^1.0.0' } }) });
     const res = await fetch(`${herald.url}/api/v1/publish?name=web-pkg&version=1.0.0`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/gzip' }, body: new Uint8Array(body) });
     const { jobId } = (await res.json()) as { jobId: number };
@@ -69,8 +66,7 @@ describe.skipIf(!haveChromium)('web pages in Chromium', () => {
     // A line committed now appears live, after the others.
     await herald.jobs.log(jobId, 'warn', 'a line added while the page watches');
     await page.waitForFunction(() => [...document.querySelectorAll('#log li')].some((li) => li.textContent?.includes('while the page watches')));
-    await blocker.query('commit');
-    await blocker.end();
+    await blocker.release();
     await page.waitForFunction(() => document.querySelector('[data-job]')?.getAttribute('data-status') === 'succeeded', undefined, { timeout: 20_000 });
     expect(await page.isVisible('#progress')).toBe(false);
     const lines = await logLines(page);

@@ -1,8 +1,8 @@
 /** The job API end to end: real HTTP, real workers, real WebSocket followers, real Postgres. */
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildArchive } from '../../src/registry/archive.ts';
 import { rawTgz } from '../support/tar.ts';
+import { blockPublishes } from '../support/blocker.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { startTestHerald, type TestHerald, until } from '../support/herald.ts';
 import { openWs } from '../support/ws.ts';
@@ -134,11 +134,7 @@ describe('publish', () => {
 describe('locks', () => {
   it('two publishes of one package run one after the other; different packages run in parallel', async () => {
     // Hold the versions table: every publish blocks inside its effects transaction.
-    const blocker = new pg.Client({ connectionString: db.url });
-    blocker.on('error', () => undefined);
-    await blocker.connect();
-    await blocker.query('begin');
-    await blocker.query('lock table herald.versions in share row exclusive mode');
+    const blocker = await blockPublishes(db.url);
     const submit = async (name: string, version: string) => ((await (await publish(alice, await tarball(name, version), name, version)).json()) as { jobId: number }).jobId;
     const a1 = await submit('lock-a', '1.0.0');
     const a2 = await submit('lock-a', '2.0.0');
@@ -147,8 +143,7 @@ describe('locks', () => {
     // Give a2 every chance to start if the lock were broken.
     await new Promise((r) => setTimeout(r, 300));
     expect((await job(a2)).status).toBe('queued');
-    await blocker.query('commit');
-    await blocker.end();
+    await blocker.release();
     for (const id of [a1, a2, b1]) expect((await finished(id)).status).toBe('succeeded');
     const { rows } = await herald.ctx.pool.query<{ id: number; started_at: Date; finished_at: Date }>('select id, started_at, finished_at from herald.jobs where id = any($1)', [[a1, a2]]);
     const byId = new Map(rows.map((r) => [Number(r.id), r]));

@@ -6,9 +6,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
 import { buildArchive } from '../../src/registry/archive.ts';
+import { blockPublishes } from '../support/blocker.ts';
 import { createTestDatabase } from '../support/db.ts';
 import { startTestHerald, until } from '../support/herald.ts';
 
@@ -40,11 +40,7 @@ describe('worker pool', () => {
     const workerId = /herald worker (w-[0-9a-f]+)/.exec(out)![1]!;
 
     // Block publishes inside their effects transaction, so the worker is mid-job when killed.
-    const blocker = new pg.Client({ connectionString: db.url });
-    blocker.on('error', () => undefined);
-    await blocker.connect();
-    await blocker.query('begin');
-    await blocker.query('lock table herald.versions in share row exclusive mode');
+    const blocker = await blockPublishes(db.url);
 
     const body = await buildArchive({ 'manifest.json': JSON.stringify({ name: 'crashy', version: '1.0.0', dependencies: {} }) });
     const res = await fetch(`${api.url}/api/v1/publish?name=crashy&version=1.0.0`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/gzip' }, body: new Uint8Array(body) });
@@ -58,8 +54,7 @@ describe('worker pool', () => {
 
     worker.kill('SIGKILL');
     await once(worker, 'exit');
-    await blocker.query('commit');
-    await blocker.end();
+    await blocker.release();
 
     // A new worker pool (in this process) takes over once the lease lapses.
     const rescuer = await startTestHerald(db.url, { workers: 1, jobLeaseMs: 1000, jobPollMs: 200 });
