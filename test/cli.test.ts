@@ -97,6 +97,43 @@ describe('herald CLI', () => {
     }
   });
 
+  it('scale-out: clients hopping between two Herald processes on one database with since end with exactly the right events', async () => {
+    const db = await createTestDatabase();
+    cleanups.push(db.drop);
+    const ports = [await freePort(), await freePort()];
+    const servers = await Promise.all(ports.map((p) => serve(db.url, p)));
+    const pool = createPool(db.url, 4, createLogger('silent'));
+    cleanups.push(() => pool.end());
+    const log = new EventLog(pool);
+    let producing = true;
+    const producer = (async () => {
+      for (let n = 0; producing; n++) {
+        await log.emitMany([{ topic: n % 3 === 0 ? 'hop:a' : 'hop:b', type: 't', data: n }]);
+        await new Promise((r) => setTimeout(r, 3));
+      }
+    })();
+    const ids: number[] = [];
+    let position = 0;
+    for (let hop = 0; hop < 8; hop++) {
+      const conn = connect({ url: `http://127.0.0.1:${ports[hop % 2]}`, topics: ['hop:a'], since: position, onEvent: (e) => ids.push(e.id) });
+      await conn.ready;
+      await new Promise((r) => setTimeout(r, 80));
+      position = conn.position ?? position;
+      conn.close();
+    }
+    producing = false;
+    await producer;
+    const final = connect({ url: `http://127.0.0.1:${ports[0]}`, topics: ['hop:a'], since: position, onEvent: (e) => ids.push(e.id) });
+    const { rows } = await pool.query<{ id: number }>(`select id from herald.events where topic = 'hop:a' order by id`);
+    await until(() => ids.length >= rows.length, 15_000, 'the last hop to catch up');
+    final.close();
+    expect(ids).toEqual(rows.map((r) => r.id));
+    for (const s of servers) {
+      s.child.kill('SIGTERM');
+      await once(s.child, 'exit');
+    }
+  });
+
   it('herald tail prints matching events as JSON lines from --since', async () => {
     const db = await createTestDatabase();
     cleanups.push(db.drop);

@@ -71,3 +71,54 @@ describe('worker pool', () => {
     expect(statuses.rows.map((r) => r.s)).toEqual(['queued', 'running', 'running', 'succeeded']);
   });
 });
+
+describe('timeouts and the health-check ping', () => {
+  it('a job over its per-type time limit is stopped, retried, and failed after its attempts; the store is untouched', async () => {
+    const db = await createTestDatabase();
+    cleanups.push(db.drop);
+    let runs = 0;
+    const h = await startTestHerald(
+      db.url,
+      { workers: 1, jobTimeoutsMs: { stuck: 300 }, jobMaxAttempts: 2, jobRetryBackoffMs: 0 },
+      {
+        handlers: {
+          stuck: {
+            async run(_job, jc) {
+              runs++;
+              await jc.log('info', 'starting something slow');
+              await new Promise((r) => setTimeout(r, 5000));
+              await jc.commit(async () => 'should never commit');
+            },
+          },
+        },
+      },
+    );
+    cleanups.push(h.close);
+    const { job } = await h.jobs.submit({ type: 'stuck', payload: {}, maxAttempts: 2 });
+    await until(async () => (await h.jobs.get(job.id))!.status === 'failed', 15_000, 'the job to fail');
+    const final = (await h.jobs.get(job.id))!;
+    expect(final.attempts).toBe(2);
+    expect(final.error).toMatch(/timed out after 300 ms/);
+    expect(final.result).toBeNull();
+    expect(runs).toBe(2);
+  });
+
+  it('pings HERALD_HEALTHCHECK_URL while healthy', async () => {
+    const hits: string[] = [];
+    const server = (await import('node:http')).createServer((req, res) => {
+      hits.push(req.url!);
+      res.end('ok');
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise((r) => server.close(r)));
+    const db = await createTestDatabase();
+    cleanups.push(db.drop);
+    const port = (server.address() as { port: number }).port;
+    const h = await startTestHerald(db.url, { workers: 0, healthcheckUrl: `http://127.0.0.1:${port}/ping/abc`, healthcheckIntervalMs: 1000 });
+    cleanups.push(h.close);
+    await until(() => hits.length >= 2, 10_000, 'two pings');
+    expect(hits.every((u) => u === '/ping/abc')).toBe(true);
+    // The URL identifies the check: it never reaches the logs.
+    expect(h.logs.join('')).not.toContain('/ping/abc');
+  });
+});
