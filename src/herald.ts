@@ -67,9 +67,6 @@ export interface StartOptions {
   runExporter?: boolean;
 }
 
-/** Whether this process serves HTTP (the periodic index sync runs where the API does). */
-const serveHttp0 = (options: StartOptions) => options.http ?? true;
-
 export async function startHerald(config: Config, options: StartOptions = {}): Promise<Herald> {
   const logger = options.logger ?? createLogger(config.logLevel);
   let embedded: EmbeddedDatabase | undefined;
@@ -156,13 +153,14 @@ export async function startHerald(config: Config, options: StartOptions = {}): P
   });
   if (options.runExporter ?? config.exporter) await exporter.start(config.exportGcIntervalMs);
 
-  // The fallback sync: every process asks; the requests fold into the one queued sync.
+  const serveHttp = options.http ?? true;
+  // The fallback sync, where the API is served: every such process asks; the requests fold
+  // into the one queued sync.
   const indexTimer =
-    config.indexSourceUrl && config.indexSyncIntervalMs > 0 && serveHttp0(options)
-      ? setInterval(() => void requestIndexSync(jobs, 'periodic', config.jobMaxAttempts).catch((err: Error) => logger.warn({ err: err.message }, 'could not queue the periodic index sync')), config.indexSyncIntervalMs)
+    config.indexSourceUrl && config.indexSyncIntervalMs > 0 && serveHttp
+      ? setInterval(() => void requestIndexSync(jobs, 'periodic').catch((err: Error) => logger.warn({ err: err.message }, 'could not queue the periodic index sync')), config.indexSyncIntervalMs)
       : null;
 
-  const serveHttp = options.http ?? true;
   if (serveHttp && !webBuilt()) {
     // Normally built by `npm install` (prepare); once here otherwise, never per request.
     const { buildWeb } = await import('../scripts/build-web.ts');
@@ -172,8 +170,8 @@ export async function startHerald(config: Config, options: StartOptions = {}): P
     createApp(ctx, {
       api: createJobRoutes({ ctx, jobs, tokens, workers, exporter }),
       exported: createExportRoutes(bucket, config.exportServePrefix),
-      webhook: createWebhookRoutes({ pool, jobs, secrets: config.indexWebhookSecrets, maxBytes: config.indexWebhookMaxBytes, maxAttempts: config.jobMaxAttempts }),
-      pages: createPageRoutes(ctx, jobs),
+      webhook: createWebhookRoutes({ pool, jobs, secrets: config.indexWebhookSecrets, maxBytes: config.indexWebhookMaxBytes }),
+      pages: createPageRoutes(ctx, jobs, bucket),
     }),
   );
   const websockets = attachWebSocket(ctx, server);

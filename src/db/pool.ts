@@ -44,8 +44,3 @@ export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClie
     client.release();
   }
 }
-
-/** Quotes an SQL identifier; the only way identifiers enter SQL text. */
-export function escapeIdentifier(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
-}

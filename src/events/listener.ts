@@ -57,7 +57,6 @@ export class Listener extends EventEmitter<ListenerEvents> {
   private readAgain = false;
   /** Times the LISTEN connection was re-established. */
   reconnects = 0;
-  lastReadAt = 0;
 
   constructor(opts: ListenerOptions) {
     super();
@@ -125,7 +124,6 @@ export class Listener extends EventEmitter<ListenerEvents> {
         this.opts.logger.warn({ err: (err as Error).message }, 'listener read failed; retrying on the next poll');
         return;
       }
-      this.lastReadAt = Date.now();
       if (this.isClosed()) return;
       if (batch.length > 0) {
         const t0 = performance.now();

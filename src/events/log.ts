@@ -69,7 +69,6 @@ interface ReadRow extends Omit<EventRow, 'id'> {
 
 export class EventLog {
   private readonly pool: pg.Pool;
-  private epoch: string | undefined;
 
   constructor(pool: pg.Pool) {
     this.pool = pool;
@@ -97,21 +96,12 @@ export class EventLog {
     return id!;
   }
 
-  async getEpoch(): Promise<string> {
-    if (this.epoch === undefined) {
-      const { rows } = await this.pool.query<{ epoch: string }>('select epoch::text as epoch from herald.meta');
-      this.epoch = rows[0]!.epoch;
-    }
-    return this.epoch;
-  }
-
   async readHead(): Promise<LogHead> {
     const { rows } = await this.pool.query<{ epoch: string; head: number; pruned_through: number }>(`
       select m.epoch::text as epoch, m.pruned_through,
              greatest(coalesce((select max(id) from herald.events), 0), m.pruned_through) as head
       from herald.meta m`);
     const r = rows[0]!;
-    this.epoch = r.epoch;
     return { epoch: r.epoch, head: r.head, oldest: r.pruned_through + 1 };
   }
 
@@ -124,7 +114,6 @@ export class EventLog {
     if (!filter.all) params.push([...filter.exact], filter.prefixes);
     const { rows } = await this.pool.query<ReadRow>(READ_SQL(!filter.all), params);
     const first = rows[0]!;
-    this.epoch = first.epoch;
     const head: LogHead = { epoch: first.epoch, head: first.head, oldest: first.pruned_through + 1 };
     if (after < first.pruned_through) {
       throw new HeraldError(

@@ -6,13 +6,14 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { HeraldError } from '../errors.ts';
 
-const sha256 = (s: string) => createHash('sha256').update(s, 'utf8').digest();
+/** SHA-256 of a token: the only form in which tokens are kept (config and database alike). */
+export const hashToken = (token: string) => createHash('sha256').update(token, 'utf8').digest();
 
 export class TokenSet {
   private readonly hashes: Buffer[];
 
   constructor(tokens: readonly string[]) {
-    this.hashes = tokens.map(sha256);
+    this.hashes = tokens.map(hashToken);
   }
 
   get size(): number {
@@ -20,7 +21,7 @@ export class TokenSet {
   }
 
   matches(token: string): boolean {
-    const h = sha256(token);
+    const h = hashToken(token);
     let ok = false;
     for (const stored of this.hashes) ok = timingSafeEqual(stored, h) || ok;
     return ok;

@@ -5,6 +5,7 @@
  * escaped), one stylesheet, and small scripts bundled ahead of time into dist/web.
  */
 import { existsSync } from 'node:fs';
+import { gunzipSync } from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import express, { type Request, type Response, Router } from 'express';
 import { z } from 'zod';
@@ -12,6 +13,7 @@ import type { HeraldContext } from '../context.ts';
 import { HeraldError } from '../errors.ts';
 import { PACKAGE_NAME_RE } from '../registry/archive.ts';
 import type { JobStore } from '../jobs/store.ts';
+import type { Bucket } from '../exporter/bucket.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const WEB_DIST = `${ROOT}dist/web`;
@@ -166,6 +168,14 @@ ${errors.length ? `<div class="errors" role="alert"><p>Please fix the following:
   );
 }
 
+/** A JSON object from the bucket (stored gzip-encoded by the exporter), or null. */
+async function readJson<T>(bucket: Bucket, key: string): Promise<T | null> {
+  const obj = await bucket.get(key);
+  if (!obj) return null;
+  const text = (obj.meta.contentEncoding === 'gzip' ? gunzipSync(obj.body) : obj.body).toString('utf8');
+  return JSON.parse(text) as T;
+}
+
 /** A per-client token bucket, in memory (one process; enough to stop a form flood). */
 class RateLimiter {
   private readonly buckets = new Map<string, { tokens: number; at: number }>();
@@ -186,7 +196,7 @@ class RateLimiter {
   }
 }
 
-export function createPageRoutes(ctx: HeraldContext, jobs: JobStore): Router {
+export function createPageRoutes(ctx: HeraldContext, jobs: JobStore, bucket: Bucket): Router {
   const router = Router();
   const limiter = new RateLimiter(ctx.config.takedownBurst, ctx.config.takedownPerHour);
   const html = (res: Response, status: number, body: string) => res.status(status).type('html').set('cache-control', 'no-store').send(body);
@@ -204,12 +214,11 @@ export function createPageRoutes(ctx: HeraldContext, jobs: JobStore): Router {
   router.get('/packages/:name', async (req, res) => {
     const name = req.params.name;
     if (!PACKAGE_NAME_RE.test(name)) return html(res, 400, page('Bad name', `<h1>Not a package name</h1><p>${esc(name)} is not a valid package name.</p>`));
-    // The exported API, as a client sees it (the same bytes the bucket serves).
-    const base = `http://127.0.0.1:${(req.socket.localPort ?? 0)}`;
-    const listing = await fetch(`${base}/api/packages/${name}`);
-    if (listing.status !== 200) return html(res, 404, page('Not found', `<h1>${esc(name)}</h1><p>No such package in the exported API.</p>`));
-    const adv = await fetch(`${base}/api/packages/${name}/advisories`);
-    html(res, 200, packagePage((await listing.json()) as Listing, adv.ok ? ((await adv.json()) as Advisories) : null));
+    // The exported API: the same objects GET /api/packages/<name> serves from the bucket.
+    const prefix = ctx.config.exportServePrefix;
+    const listing = await readJson<Listing>(bucket, `${prefix}/api/packages/${name}`);
+    if (!listing) return html(res, 404, page('Not found', `<h1>${esc(name)}</h1><p>No such package in the exported API.</p>`));
+    html(res, 200, packagePage(listing, await readJson<Advisories>(bucket, `${prefix}/api/packages/${name}/advisories`)));
   });
   router.get('/takedown', (_req, res) => html(res, 200, takedownPage()));
   router.post('/takedown', express.urlencoded({ extended: false, limit: '16kb' }), async (req, res) => {

@@ -3,10 +3,10 @@
  * secret scanners can spot leaks), shown once at creation, and stored only as its SHA-256.
  * Lookup is by hash; the stored hash is then compared with timingSafeEqual.
  */
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import type pg from 'pg';
 import { HeraldError } from '../errors.ts';
-import { bearerToken } from '../http/auth.ts';
+import { bearerToken, hashToken } from '../http/auth.ts';
 
 export interface User {
   name: string;
@@ -23,7 +23,6 @@ export function assertUserName(name: unknown): string {
   return name;
 }
 
-const hashToken = (token: string) => createHash('sha256').update(token, 'utf8').digest();
 
 export class TokenStore {
   constructor(private readonly pool: pg.Pool) {}

@@ -27,14 +27,14 @@ export function verifySignature(secrets: readonly string[], body: Buffer, header
 }
 
 /** Queues an index sync, folding into one already waiting. */
-export async function requestIndexSync(jobs: JobStore, reason: string, _maxAttempts?: number): Promise<JobJson> {
+export async function requestIndexSync(jobs: JobStore, reason: string): Promise<JobJson> {
   // One attempt: a failed sync is not re-queued (that could collide with the one sync allowed
   // to wait); the next trigger or the periodic fallback runs it again, idempotently.
   const { job } = await jobs.submit({ type: 'index-sync', payload: { reason }, lockKey: 'index', maxAttempts: 1, coalesceQueued: true });
   return job;
 }
 
-export function createWebhookRoutes(opts: { pool: pg.Pool; jobs: JobStore; secrets: readonly string[]; maxBytes: number; maxAttempts: number }): Router {
+export function createWebhookRoutes(opts: { pool: pg.Pool; jobs: JobStore; secrets: readonly string[]; maxBytes: number }): Router {
   const router = Router();
   // Any content type: the signature covers the raw bytes, whatever they are.
   const raw = express.raw({ type: () => true, limit: opts.maxBytes });
@@ -52,7 +52,7 @@ export function createWebhookRoutes(opts: { pool: pg.Pool; jobs: JobStore; secre
         return;
       }
     }
-    const job = await requestIndexSync(opts.jobs, delivery ? `webhook ${delivery}` : 'webhook', opts.maxAttempts);
+    const job = await requestIndexSync(opts.jobs, delivery ? `webhook ${delivery}` : 'webhook');
     if (delivery) await opts.pool.query('insert into herald.webhook_deliveries (id, job_id) values ($1, $2) on conflict do nothing', [delivery, job.id]);
     res.status(202).json({ jobId: job.id });
   });
