@@ -14,17 +14,21 @@ import { benchDatabase, printTable, type Row } from './support.ts';
 
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 const spawnPeer = (file: string, env: Record<string, string> = {}) =>
-  peer(fork(here(file), [], { execArgv: ['--import', 'tsx', '--expose-gc'], env: { ...process.env, ...env }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+  peer(fork(here(file), [], { execArgv: ['--import', 'tsx', '--expose-gc', ...(process.env.GCW ? ['--import', '/tmp/gcwatch.mjs'] : [])], env: { ...process.env, ...env }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
 
 const SIZES = (process.env.BENCH_FANOUT_SIZES ?? '100,1000,5000').split(',').map(Number);
 const IDLE_CONNECTIONS = Number(process.env.BENCH_IDLE_CONNECTIONS ?? 10_000);
-const PACED_CLIENTS = 500;
+const PACED_CLIENTS = Number(process.env.BENCH_PACED_CLIENTS ?? 500);
 const PACED_RATE = 200;
 const PACED_SECONDS = Number(process.env.BENCH_PACED_SECONDS ?? 5);
 /** Deliveries per throughput run (events × recipients). */
 const TARGET_DELIVERIES = Number(process.env.BENCH_FANOUT_DELIVERIES ?? 1_000_000);
 /** Each throughput figure is the median of this many runs (2 shared cores are noisy). */
 const REPEATS = Number(process.env.BENCH_REPEATS ?? 3);
+/** Which parts to run (all by default): throughput, paced, idle. */
+const PARTS = new Set((process.env.BENCH_FANOUT_PARTS ?? 'throughput,paced,idle').split(','));
+/** A directory: write V8 CPU profiles of both servers' paced windows there. */
+const CPU_PROF_DIR = process.env.BENCH_CPU_PROF;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 const cpuUs = (a: Stats, b: Stats) => b.cpuUserUs + b.cpuSystemUs - (a.cpuUserUs + a.cpuSystemUs);
@@ -81,7 +85,7 @@ export async function run(): Promise<Row[]> {
 
     // Throughput
     const rows: Row[] = [];
-    for (const n of SIZES) {
+    for (const n of PARTS.has('throughput') ? SIZES : []) {
       for (const own of [false, true]) {
         // One topic: every event to every client. Own topics: each event to one client.
         const events = own ? Math.min(50_000, Math.max(n * 4, 10_000)) : Math.max(50, Math.round(TARGET_DELIVERIES / n));
@@ -109,42 +113,87 @@ export async function run(): Promise<Row[]> {
 
         const a = median(rawRates);
         const b = median(heraldRates);
-        rows.push({ clients: n, topics: own ? 'one each' : 'all on one', events, 'raw ws deliveries/s': Math.round(a), 'herald deliveries/s': Math.round(b), 'b/a': b / a });
+        // b/a within each repetition (raw and Herald run back to back), then the median.
+        const ba = median(heraldRates.map((h, i) => h / rawRates[i]!));
+        rows.push({ clients: n, topics: own ? 'one each' : 'all on one', events, 'raw ws deliveries/s': Math.round(a), 'herald deliveries/s': Math.round(b), 'b/a': ba });
         console.error(`fanout: ${n} clients, ${own ? 'own topics' : 'one topic'}: raw ${Math.round(a)}/s, herald ${Math.round(b)}/s`);
       }
     }
-    printTable(`Fan-out throughput (deliveries/s, median of ${REPEATS}; b/a = Herald end to end ÷ bare ws broadcast)`, rows);
+    printTable(`Fan-out throughput (deliveries/s, median of ${REPEATS}; b/a = Herald end to end ÷ bare ws broadcast, paired within each repetition, median)`, rows);
 
-    // Below saturation: CPU per delivery and commit-to-client latency.
+    // Below saturation: CPU per delivery and commit-to-client latency. Windows alternate
+    // between the servers; each figure is the median of REPEATS windows.
     const pacedRows: Row[] = [];
-    for (const side of ['raw ws', 'herald'] as const) {
-      const server = side === 'raw ws' ? raw : herald;
-      await clients.call('open', { url: side === 'raw ws' ? rawUrl : heraldUrl, n: PACED_CLIENTS, herald: side === 'herald' });
-      await clients.call('reset', { latency: true });
-      const before = await server.call<Stats>('stats');
-      const sent =
-        side === 'raw ws' ? await raw.call<number>('paced', { perSecond: PACED_RATE, seconds: PACED_SECONDS, own: false }) : await paced(pool, PACED_RATE, PACED_SECONDS);
-      await waitForCount(clients, sent * PACED_CLIENTS, 30_000);
-      const after = await server.call<Stats>('stats');
-      const total = await clients.call<number>('count');
-      const lat = await clients.call<{ n: number; p50: number; p99: number }>('latencies');
-      await clients.call('closeAll');
-      pacedRows.push({
-        server: side,
-        deliveries: total,
-        'server CPU s per 1M deliveries': (cpuUs(before, after) / 1e6 / total) * 1e6,
-        'latency p50 ms': lat.p50,
-        'latency p99 ms': lat.p99,
-      });
-      console.error(`paced ${side}: ${sent} events, ${total} deliveries`);
+    if (PARTS.has('paced')) {
+      type Side = 'raw ws' | 'raw ws, same commits' | 'herald';
+      const window = async (side: Side, n: number, profile: string | null) => {
+        const server = side === 'herald' ? herald : raw;
+        await clients.call('open', { url: side === 'herald' ? heraldUrl : rawUrl, n, herald: side === 'herald' });
+        await clients.call('reset', { latency: true });
+        if (profile) await server.call('profileStart');
+        const before = await server.call<Stats>('stats', { gc: false });
+        // The raw server has no database, but on 2 shared cores Postgres committing 200
+        // events a second (and Herald's listener reading them) slows everything else down:
+        // this variant puts the same commit stream beside the raw server, so the two servers
+        // are compared under the same machine load.
+        const background = side === 'raw ws, same commits' ? paced(pool, PACED_RATE, PACED_SECONDS) : null;
+        const sent =
+          side === 'herald' ? await paced(pool, PACED_RATE, PACED_SECONDS) : await raw.call<number>('paced', { perSecond: PACED_RATE, seconds: PACED_SECONDS, own: false });
+        await background;
+        await waitForCount(clients, sent * n, 30_000);
+        const after = await server.call<Stats>('stats', { gc: false });
+        if (profile) console.error(`profile: ${await server.call<string>('profileStop', { file: profile })}`);
+        const deliveries = await clients.call<number>('count');
+        const lat = await clients.call<{ n: number; p50: number; p99: number }>('latencies');
+        await clients.call('closeAll');
+        if (process.env.BENCH_DEBUG) console.error(`  user ${(after.cpuUserUs - before.cpuUserUs) / 1000} ms, system ${(after.cpuSystemUs - before.cpuSystemUs) / 1000} ms`);
+        return { events: sent, deliveries, cpuUs: cpuUs(before, after), p50: lat.p50, p99: lat.p99 };
+      };
+      const sides: Side[] = ['raw ws', 'raw ws, same commits', 'herald'];
+      type Window = Awaited<ReturnType<typeof window>>;
+      const runs = new Map<string, Window[]>();
+      for (let rep = 0; rep < REPEATS; rep++) {
+        for (const n of [PACED_CLIENTS, 1]) {
+          for (const side of sides) {
+            const profile = CPU_PROF_DIR && rep === 0 && n > 1 && side !== 'raw ws, same commits' ? `${CPU_PROF_DIR}/${side === 'herald' ? 'herald' : 'raw'}-paced.cpuprofile` : null;
+            const w = await window(side, n, profile);
+            runs.set(`${side}/${n}`, [...(runs.get(`${side}/${n}`) ?? []), w]);
+            console.error(`paced ${side}, ${n} clients: ${w.events} events, ${w.deliveries} deliveries, ${((w.cpuUs / w.deliveries)).toFixed(2)} CPU µs per delivery`);
+          }
+        }
+      }
+      // CPU per delivery at PACED_CLIENTS, split into a fixed cost per event (the 1-client
+      // windows) and the marginal cost of each further recipient (the slope between the two).
+      // Ratios are taken within each repetition (the windows of one repetition are minutes
+      // apart at most, so a slow spell of the machine affects both sides), then the median.
+      const series = (side: Side, n: number) => runs.get(`${side}/${n}`)!;
+      const perDelivery = (side: Side) => series(side, PACED_CLIENTS).map((w) => w.cpuUs / w.deliveries);
+      const perEvent = (side: Side) => series(side, 1).map((w) => w.cpuUs / w.events);
+      const marginal = (side: Side) => series(side, PACED_CLIENTS).map((w, i) => (w.cpuUs / w.events - perEvent(side)[i]!) / (PACED_CLIENTS - 1));
+      const ratio = (xs: number[], ys: number[]) => median(xs.map((x, i) => x / ys[i]!));
+      for (const side of sides) {
+        pacedRows.push({
+          server: side,
+          deliveries: series(side, PACED_CLIENTS)[0]!.deliveries,
+          'CPU µs per delivery': median(perDelivery(side)),
+          'ratio to raw ws': ratio(perDelivery(side), perDelivery('raw ws')),
+          'ratio to raw ws, same commits': ratio(perDelivery(side), perDelivery('raw ws, same commits')),
+          'fixed CPU µs per event': median(perEvent(side)),
+          'marginal CPU µs per recipient': median(marginal(side)),
+          'marginal ratio to raw ws': ratio(marginal(side), marginal('raw ws')),
+          'latency p50 ms': median(series(side, PACED_CLIENTS).map((w) => w.p50)),
+          'latency p99 ms': median(series(side, PACED_CLIENTS).map((w) => w.p99)),
+        });
+      }
+      printTable(
+        `Below saturation: ${PACED_CLIENTS} clients × ${PACED_RATE} events/s for ${PACED_SECONDS} s, median of ${REPEATS} (ratios paired within each repetition; Herald: one commit per event; CPU is the server process only, not Postgres; fixed = the 1-client window's CPU per event; marginal = (CPU per event at ${PACED_CLIENTS} clients − at 1) ÷ ${PACED_CLIENTS - 1}; latency is commit-to-client for Herald, send-to-client for raw ws)`,
+        pacedRows,
+      );
     }
-    const cpuRatio = (pacedRows[1]!['server CPU s per 1M deliveries'] as number) / (pacedRows[0]!['server CPU s per 1M deliveries'] as number);
-    pacedRows.push({ server: 'herald ÷ raw', deliveries: '', 'server CPU s per 1M deliveries': cpuRatio, 'latency p50 ms': '', 'latency p99 ms': '' });
-    printTable(`Below saturation: ${PACED_CLIENTS} clients × ${PACED_RATE} events/s for ${PACED_SECONDS} s (Herald: one commit per event; latency is commit-to-client for Herald, send-to-client for raw ws; CPU is the server process only, not Postgres)`, pacedRows);
 
     // Idle connections.
     const idleRows: Row[] = [];
-    for (const side of ['raw ws', 'herald'] as const) {
+    for (const side of PARTS.has('idle') ? (['raw ws', 'herald'] as const) : []) {
       const server = side === 'raw ws' ? raw : herald;
       const before = await server.call<Stats>('stats');
       const held = await clients.call<number>('open', { url: side === 'raw ws' ? rawUrl : heraldUrl, n: IDLE_CONNECTIONS, herald: side === 'herald', own: true });

@@ -7,7 +7,7 @@ import type { Config } from './config.ts';
 import type { Hub } from './events/hub.ts';
 import type { Listener } from './events/listener.ts';
 import type { EventLog } from './events/log.ts';
-import { type OpenOptions, Subscription } from './events/subscription.ts';
+import { type OpenOptions, Subscription, type SubscriptionHooks } from './events/subscription.ts';
 import type { Reader, TopicAccess } from './gateway/access.ts';
 import type { Sessions } from './gateway/sessions.ts';
 import type { Metrics } from './http/metrics.ts';
@@ -31,7 +31,12 @@ export interface HeraldContext {
  * Opens a Subscription for `transport` after checking that `reader` may read its topics;
  * counted in the subscriber gauge until it closes.
  */
-export async function subscribe(ctx: HeraldContext, transport: string, reader: Reader, opts: Omit<OpenOptions, 'hooks'>): Promise<Subscription> {
+export async function subscribe(
+  ctx: HeraldContext,
+  transport: string,
+  reader: Reader,
+  { onReady, ...opts }: Omit<OpenOptions, 'hooks'> & Pick<SubscriptionHooks, 'onReady'>,
+): Promise<Subscription> {
   ctx.access.authorize(opts.filter, reader);
   const gauge = ctx.metrics.subscribers.labels(transport);
   const sub = await Subscription.open(
@@ -39,6 +44,7 @@ export async function subscribe(ctx: HeraldContext, transport: string, reader: R
     {
       ...opts,
       hooks: {
+        onReady,
         onFallback: () => ctx.metrics.slowConsumerFallbacks.inc(),
         onStateChange: (_from, to) => {
           if (to === 'closed') gauge.dec();

@@ -1,5 +1,7 @@
 /** Tiny request/response over a child process's IPC channel, for the bench peers. */
 import type { ChildProcess } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { Session } from 'node:inspector/promises';
 
 export interface Stats {
   cpuUserUs: number;
@@ -7,15 +9,19 @@ export interface Stats {
   rss: number;
 }
 
-/** CPU so far and RSS; collects garbage first (peers run with --expose-gc) so RSS is comparable. */
-export function stats(): Stats {
-  (globalThis as { gc?: () => void }).gc?.();
+/**
+ * CPU so far and RSS. With `gc`, collects garbage first (peers run with --expose-gc) so RSS
+ * is comparable; CPU windows skip it, or the forced collection would count as work.
+ */
+export function stats(msg: { gc?: unknown } = {}): Stats {
+  if (msg.gc !== false) (globalThis as { gc?: () => void }).gc?.();
   const c = process.cpuUsage();
   return { cpuUserUs: c.user, cpuSystemUs: c.system, rss: process.memoryUsage.rss() };
 }
 
 /** In a peer: answer requests `{id, cmd, ...}` with `{id, result}` or `{id, error}`. */
-export function serve(handlers: Record<string, (msg: Record<string, unknown>) => unknown>): void {
+export function serve(own: Record<string, (msg: Record<string, unknown>) => unknown>): void {
+  const handlers: Record<string, (msg: Record<string, unknown>) => unknown> = { ...profiling(), ...own };
   process.on('message', async (msg: { id: number; cmd: string } & Record<string, unknown>) => {
     try {
       const handler = handlers[msg.cmd];
@@ -54,6 +60,32 @@ export function peer(child: ChildProcess) {
     },
     kill() {
       child.kill('SIGKILL');
+    },
+  };
+}
+
+/**
+ * `profileStart` / `profileStop {file}`: a V8 CPU profile of a window of a peer's work (for
+ * `BENCH_CPU_PROF`), opened in Chrome DevTools or summarized by bench/profile-summary.ts.
+ */
+function profiling(): Record<string, (msg: Record<string, unknown>) => unknown> {
+  let session: Session | null = null;
+  return {
+    profileStart: async () => {
+      session = new Session();
+      session.connect();
+      await session.post('Profiler.enable');
+      await session.post('Profiler.setSamplingInterval', { interval: 100 });
+      await session.post('Profiler.start');
+      return null;
+    },
+    profileStop: async ({ file }) => {
+      if (!session) throw new Error('profileStart first');
+      const { profile } = await session.post('Profiler.stop');
+      session.disconnect();
+      session = null;
+      await writeFile(file as string, JSON.stringify(profile));
+      return file;
     },
   };
 }

@@ -35,6 +35,7 @@ export class Event {
   readonly bytes: number;
   private parsedData: unknown;
   private wsFrameBytes: Buffer | undefined;
+  private atMsValue: number | undefined;
 
   constructor(row: EventRow) {
     this.id = row.id;
@@ -48,12 +49,17 @@ export class Event {
     this.bytes = Buffer.byteLength(this.body);
   }
 
+  /** Commit time in epoch milliseconds (for lag metrics), parsed at most once. */
+  get atMs(): number {
+    if (this.atMsValue === undefined) this.atMsValue = Date.parse(this.at);
+    return this.atMsValue;
+  }
+
   /** Parsed `data`, for internal consumers (job workers, exporter); parsed at most once. */
   get data(): unknown {
     if (this.parsedData === undefined) this.parsedData = JSON.parse(this.dataJson);
     return this.parsedData;
   }
-
 
   /** `{"op":"event",…}` for WebSocket clients, encoded once and shared. */
   get wsFrame(): Buffer {
@@ -64,4 +70,20 @@ export class Event {
   toJSON(): EventJson {
     return { id: this.id, topic: this.topic, type: this.type, data: this.data, at: this.at };
   }
+}
+
+const batchBytesCache = new WeakMap<readonly Event[], number>();
+
+/**
+ * Sum of `bytes` over a batch. The Hub hands one shared array to many subscribers, so the
+ * sum is kept per array and computed once, not once per subscriber.
+ */
+export function batchBytes(events: readonly Event[]): number {
+  let n = batchBytesCache.get(events);
+  if (n === undefined) {
+    n = 0;
+    for (const e of events) n += e.bytes;
+    batchBytesCache.set(events, n);
+  }
+  return n;
 }

@@ -10,7 +10,8 @@ export interface HubMember {
   readonly filter: TopicFilter;
   /**
    * Called synchronously with the matching events of one published batch, in id order. The
-   * array may be shared with other members: read it, never modify or keep it.
+   * array may be shared with other members and is never modified once published: a member
+   * may keep it (Subscriptions buffer it by reference), but must not modify it.
    */
   deliver(events: readonly Event[]): void;
 }
@@ -59,7 +60,7 @@ export class Hub {
    */
   publish(events: readonly Event[]): void {
     if (events.length === 0) return;
-    const batch = events as Event[];
+    const batch = events;
     let byTopic: Map<string, Event[]> | null = null;
     if (this.byTopic.size > 0) {
       byTopic = new Map();
@@ -69,22 +70,18 @@ export class Hub {
         else byTopic.set(e.topic, [e]);
       }
     }
+    // Members with several filter entries get a list of their own, built before anyone is
+    // delivered to (a delivery may write to a socket, and must see the batch complete).
     const perMember = new Map<HubMember, Event[]>();
     const give = (m: HubMember, e: Event) => {
       const list = perMember.get(m);
       if (list) list.push(e);
       else perMember.set(m, [e]);
     };
-    const shared: [HubMember, Event[]][] = [];
-    for (const m of this.everything) shared.push([m, batch]);
     if (byTopic) {
       for (const [topic, list] of byTopic) {
         const members = this.byTopic.get(topic);
-        if (!members) continue;
-        for (const m of members) {
-          if (m.filter.exact.size === 1 && m.filter.prefixes.length === 0) shared.push([m, list]);
-          else for (const e of list) give(m, e);
-        }
+        if (members) for (const m of members) if (!isSingleTopic(m)) for (const e of list) give(m, e);
       }
     }
     if (this.byPrefix.size > 0) {
@@ -92,14 +89,27 @@ export class Hub {
     }
     // Lists merged from several topics and prefixes: restore id order, and deliver once an
     // event that matched twice (`job:1` and `job:*`).
+    const merged: [HubMember, Event[]][] = [];
     for (const [m, list] of perMember) {
-      if (m.filter.exact.size + m.filter.prefixes.length <= 1) continue;
-      list.sort((a, b) => a.id - b.id);
-      perMember.set(m, list.filter((e, i) => i === 0 || list[i - 1] !== e));
+      if (m.filter.exact.size + m.filter.prefixes.length > 1) {
+        list.sort((a, b) => a.id - b.id);
+        merged.push([m, list.filter((e, i) => i === 0 || list[i - 1] !== e)]);
+      } else merged.push([m, list]);
     }
     // Advance before delivering: a member reading `head` inside deliver sees this batch.
     this.head = batch[batch.length - 1]!.id;
-    for (const [m, list] of shared) m.deliver(list);
-    for (const [m, list] of perMember) m.deliver(list);
+    // Members taking every event, or exactly one topic, share one read-only array.
+    for (const m of this.everything) m.deliver(batch);
+    if (byTopic) {
+      for (const [topic, list] of byTopic) {
+        const members = this.byTopic.get(topic);
+        if (members) for (const m of members) if (isSingleTopic(m)) m.deliver(list);
+      }
+    }
+    for (const [m, list] of merged) m.deliver(list);
   }
+}
+
+function isSingleTopic(m: HubMember): boolean {
+  return m.filter.exact.size === 1 && m.filter.prefixes.length === 0;
 }

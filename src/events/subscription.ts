@@ -5,7 +5,7 @@
  * The state machine and its invariants (S1–S6) are in docs/spec/subscription.md.
  */
 import { HeraldError } from '../errors.ts';
-import type { Event } from './event.ts';
+import { batchBytes, type Event } from './event.ts';
 import type { Hub, HubMember } from './hub.ts';
 import type { EventLog } from './log.ts';
 import type { TopicFilter } from './topic.ts';
@@ -25,6 +25,12 @@ export interface SubscriptionHooks {
   /** The buffer overflowed and the subscriber went back to table reads. */
   onFallback?(): void;
   onStateChange?(from: SubscriptionState, to: SubscriptionState): void;
+  /**
+   * Push consumers: called synchronously inside the Hub's publish after each delivery to
+   * this subscriber (events buffered, or the buffer dropped). A consumer that writes as
+   * events arrive calls takeReady() here, in the same tick, instead of a promise per batch.
+   */
+  onReady?(): void;
 }
 
 export interface OpenOptions {
@@ -51,6 +57,8 @@ export interface SubscriptionDeps {
   limits: SubscriptionLimits;
 }
 
+const NOTHING: readonly Event[] = Object.freeze([]);
+
 export class Subscription implements HubMember {
   readonly filter: TopicFilter;
   /** The position the stream started after. */
@@ -59,7 +67,15 @@ export class Subscription implements HubMember {
   private _state: SubscriptionState = 'replaying';
   /** Every matching event with id <= cursor has been handed to the consumer (S5). */
   private cursor: number;
-  private buffer: Event[] = [];
+  /**
+   * The live buffer, as the Hub's own arrays (shared with other subscribers, never
+   * modified): buffering a batch costs one reference, not a copy per subscriber. `skip`
+   * events of the first chunk are already handed over or dropped.
+   */
+  private chunks: (readonly Event[])[] = [];
+  private skip = 0;
+  /** Events in the buffer (after `skip`). */
+  private buffered = 0;
   private bufferBytes = 0;
   /** Bumped whenever the buffer is dropped; a read that spans a bump cannot go live (S2). */
   private generation = 0;
@@ -140,19 +156,18 @@ export class Subscription implements HubMember {
 
   /** Hub callback: buffer matching live events, dropping the buffer past its bounds (S4). */
   deliver(events: readonly Event[]): void {
-    if (this._state === 'closed') return;
-    for (const e of events) {
-      this.buffer.push(e);
-      this.bufferBytes += e.bytes;
-    }
+    if (this._state === 'closed' || events.length === 0) return;
+    this.chunks.push(events);
+    this.buffered += events.length;
+    this.bufferBytes += batchBytes(events);
     const { maxClientQueueBytes, maxClientQueueEvents } = this.deps.limits;
-    if (this.bufferBytes > maxClientQueueBytes || this.buffer.length > maxClientQueueEvents) {
-      this.buffer = [];
-      this.bufferBytes = 0;
+    if (this.bufferBytes > maxClientQueueBytes || this.buffered > maxClientQueueEvents) {
+      this.clearBuffer();
       this.generation++;
       if (this._state === 'live') this.transition('replaying');
       this.hooks.onFallback?.();
     }
+    this.hooks.onReady?.();
     this.notify();
   }
 
@@ -161,7 +176,7 @@ export class Subscription implements HubMember {
    * (or the signal aborts, or the subscription closes: then it returns []). Throws
    * cursor_expired if retention overtakes a replaying subscriber.
    */
-  async next(opts: NextOptions = {}): Promise<Event[]> {
+  async next(opts: NextOptions = {}): Promise<readonly Event[]> {
     const limit = opts.limit ?? Number.POSITIVE_INFINITY;
     for (;;) {
       if (this._state === 'closed') return [];
@@ -182,50 +197,83 @@ export class Subscription implements HubMember {
       }
       // live
       this.dropDelivered();
-      if (this.buffer.length > 0) return this.take(limit);
+      if (this.buffered > 0) return this.take(limit);
       if (opts.signal?.aborted) return [];
       await this.waitForDelivery(opts.signal);
     }
+  }
+
+  /**
+   * What next() would hand over now, without waiting and without a table read: the live
+   * buffer (possibly empty), or null while replaying (then await next()). [] once closed.
+   * The returned array may be shared with other subscribers: read it, never modify it.
+   */
+  takeReady(limit = Number.POSITIVE_INFINITY): readonly Event[] | null {
+    if (this._state === 'replaying') return null;
+    if (this._state === 'closed') return NOTHING;
+    this.dropDelivered();
+    return this.buffered > 0 ? this.take(limit) : NOTHING;
   }
 
   close(): void {
     if (this._state === 'closed') return;
     this.transition('closed');
     this.deps.hub.remove(this);
-    this.buffer = [];
-    this.bufferBytes = 0;
+    this.clearBuffer();
     this.notify();
+  }
+
+  private clearBuffer(): void {
+    // Emptied in place: a live subscriber empties it once per batch.
+    this.chunks.length = 0;
+    this.skip = 0;
+    this.buffered = 0;
+    this.bufferBytes = 0;
   }
 
   /** S3: events already covered by a table read are not handed over again. */
   private dropDelivered(): void {
-    let i = 0;
-    while (i < this.buffer.length && this.buffer[i]!.id <= this.cursor) {
-      this.bufferBytes -= this.buffer[i]!.bytes;
-      i++;
+    while (this.buffered > 0) {
+      const chunk = this.chunks[0]!;
+      const e = chunk[this.skip]!;
+      if (e.id > this.cursor) return;
+      this.bufferBytes -= e.bytes;
+      this.buffered--;
+      if (++this.skip === chunk.length) {
+        this.chunks.shift();
+        this.skip = 0;
+      }
     }
-    if (i > 0) this.buffer = this.buffer.slice(i);
   }
 
   private pendingCount(): number {
     this.dropDelivered();
-    return this.buffer.length;
+    return this.buffered;
   }
 
-  private take(limit: number): Event[] {
-    let out: Event[];
-    if (this.buffer.length <= limit) {
-      out = this.buffer;
-      this.buffer = [];
-      this.bufferBytes = 0;
+  /** Hands over up to `limit` buffered events (at least one is buffered). */
+  private take(limit: number): readonly Event[] {
+    if (this.buffered <= limit) {
+      // The common case, one whole batch: the Hub's array itself, shared, no copy.
+      const out = this.chunks.length === 1 && this.skip === 0 ? this.chunks[0]! : this.chunks.flat().slice(this.skip);
+      this.clearBuffer();
       // Everything the Hub has published up to its head has been handed over (S5).
       this.cursor = Math.max(out[out.length - 1]!.id, this.deps.hub.head);
-    } else {
-      out = this.buffer.slice(0, limit);
-      this.buffer = this.buffer.slice(limit);
-      for (const e of out) this.bufferBytes -= e.bytes;
-      this.cursor = out[out.length - 1]!.id;
+      return out;
     }
+    const out: Event[] = [];
+    while (out.length < limit) {
+      const chunk = this.chunks[0]!;
+      const e = chunk[this.skip]!;
+      out.push(e);
+      this.bufferBytes -= e.bytes;
+      this.buffered--;
+      if (++this.skip === chunk.length) {
+        this.chunks.shift();
+        this.skip = 0;
+      }
+    }
+    this.cursor = out[out.length - 1]!.id;
     return out;
   }
 

@@ -26,7 +26,7 @@ export function createPollHandler(ctx: HeraldContext) {
       const next = sub.position;
       if (events.length > 0) {
         ctx.metrics.deliveries.labels('poll').inc(events.length);
-        ctx.metrics.deliveryLag.labels('poll').observe((Date.now() - Date.parse(events[0]!.at)) / 1000);
+        ctx.metrics.deliveryLag.labels('poll').observe((Date.now() - events[0]!.atMs) / 1000);
       }
       // Bodies are concatenated from each event's pre-serialized JSON.
       res

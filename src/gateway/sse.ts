@@ -79,7 +79,7 @@ export function createSseHandler(ctx: HeraldContext) {
         res.write(events.map(formatSseEvent).join(''));
         lastSent = events[events.length - 1]!.id;
         ctx.metrics.deliveries.labels('sse').inc(events.length);
-        ctx.metrics.deliveryLag.labels('sse').observe((Date.now() - Date.parse(events[0]!.at)) / 1000);
+        ctx.metrics.deliveryLag.labels('sse').observe((Date.now() - events[0]!.atMs) / 1000);
         // Over the byte budget: stop pulling (the Subscription falls back to table reads)
         // until the socket drains, or close the stream if it does not drain in time.
         if (res.writableLength > ctx.config.maxClientQueueBytes) {

@@ -6,8 +6,7 @@
  * socket drains (the Subscription meanwhile falls back to table reads), and a client that
  * does not drain in time is closed with 4008 and its cursor.
  */
-import type { Socket } from 'node:net';
-import type { WebSocket } from 'ws';
+import { WebSocket } from 'ws';
 import { subscribe, type HeraldContext } from '../context.ts';
 import { HeraldError, publicError } from '../errors.ts';
 import type { Event } from '../events/event.ts';
@@ -15,6 +14,7 @@ import type { Subscription } from '../events/subscription.ts';
 import { TopicFilter } from '../events/topic.ts';
 import type { Reader } from './access.ts';
 import { waitForRoom } from './backpressure.ts';
+import { preparedFrames, socketOf } from './ws-frames.ts';
 import { parseSince, WS_CLOSE, wsClientMessage, type WsServerMessage } from './protocol.ts';
 
 export type WsSessionState = 'open' | 'closing' | 'closed';
@@ -22,6 +22,8 @@ export type WsSessionState = 'open' | 'closing' | 'closed';
 export class WsSession {
   private _state: WsSessionState = 'open';
   private sub: Subscription | null = null;
+  /** Push mode (live, socket has room): the Subscription's onReady writes batches at once. */
+  private pushing = false;
   /** Bumped by every subscribe/unsubscribe: a slower, older one must not win. */
   private generation = 0;
   /** Highest id this client has been told about (event or checkpoint). */
@@ -167,7 +169,7 @@ export class WsSession {
   }
 
   private async start(generation: number, filter: TopicFilter, since: number | 'now', epoch: string | undefined): Promise<void> {
-    const sub = await subscribe(this.ctx, 'ws', this.reader, { filter, since, epoch });
+    const sub = await subscribe(this.ctx, 'ws', this.reader, { filter, since, epoch, onReady: () => this.onReady() });
     if (generation !== this.generation || this._state !== 'open') {
       sub.close();
       return;
@@ -175,26 +177,37 @@ export class WsSession {
     this.sub = sub;
     this.sentPosition = sub.since;
     this.send({ op: 'subscribed', epoch: sub.epoch, head: Math.max(this.ctx.hub.head, sub.since), since: sub.since, topics: filter.entries() });
-    void this.pump(sub);
+    void this.pull(sub);
   }
 
-  private async pump(sub: Subscription): Promise<void> {
+  /**
+   * Pull mode: table reads while the stream is replaying, and the wait for a full socket to
+   * drain. Once the stream is live and the socket has room it hands over to push mode.
+   * Only one of the two modes runs at a time, so frames leave in id order.
+   */
+  private async pull(sub: Subscription): Promise<void> {
+    this.pushing = false;
     try {
-      while (this.sub === sub && sub.state !== 'closed') {
-        const events = await sub.next();
-        if (this.sub !== sub || events.length === 0) continue;
-        this.sendBatch(events);
+      for (;;) {
+        if (this.sub !== sub || sub.state === 'closed') return;
         if (this.ws.bufferedAmount > this.ctx.config.maxClientQueueBytes) {
           // Stop pulling: the Subscription's own bound makes it fall back to table reads.
           await waitForRoom({
             queued: () => this.ws.bufferedAmount,
             budget: this.ctx.config.maxClientQueueBytes,
-            stream: (this.ws as unknown as { _socket: Socket })._socket,
+            stream: socketOf(this.ws),
             timeoutMs: this.ctx.config.slowConsumerTimeoutMs,
             gone: () => this.sub !== sub || this._state !== 'open',
             resumeHint: 'resume from the position in the close reason',
           });
+          continue;
         }
+        if (sub.state === 'live') {
+          this.pushing = true;
+          return this.push(sub);
+        }
+        const events = await sub.next();
+        if (this.sub === sub && events.length > 0) this.sendBatch(events);
       }
     } catch (err) {
       if (this.sub !== sub) return;
@@ -216,21 +229,44 @@ export class WsSession {
     }
   }
 
-  /** Writes a batch of frames with the socket corked, so they leave in one syscall. */
-  private sendBatch(events: Event[]): void {
-    const socket = (this.ws as unknown as { _socket?: Socket })._socket;
-    socket?.cork();
-    let bytes = 0;
-    for (const e of events) {
-      const frame = e.wsFrame;
-      bytes += frame.length;
-      this.ws.send(frame, { binary: false });
+  /**
+   * Push mode, the live fast path: the Subscription's onReady hook calls this inside the
+   * Hub's publish, and the batch is written in the same tick — no promise, no wake-up per
+   * client per batch. A full socket or a fallback to table reads goes back to pull mode.
+   */
+  private push(sub: Subscription): void {
+    try {
+      for (;;) {
+        const events = sub.takeReady();
+        if (events === null) return void this.pull(sub);
+        if (events.length === 0) return;
+        this.sendBatch(events);
+        if (this.ws.bufferedAmount > this.ctx.config.maxClientQueueBytes) return void this.pull(sub);
+      }
+    } catch (err) {
+      // Runs inside the Hub's publish: a failure here must end this stream, not the fan-out.
+      this.ctx.logger.error({ err }, 'websocket stream failed');
+      this.idlePosition = sub.position;
+      this.stopStream();
+      this.sendError(publicError(err), { position: this.idlePosition });
     }
-    socket?.uncork();
+  }
+
+  /** The Subscription's onReady hook (also called while replaying, or before start() has the sub). */
+  private onReady(): void {
+    if (this.pushing && this.sub) this.push(this.sub);
+  }
+
+  /** Writes a batch as one prepared Buffer, shared with every other recipient of the batch. */
+  private sendBatch(events: readonly Event[]): void {
+    if (this.ws.readyState !== WebSocket.OPEN) return;
+    const frames = preparedFrames(events);
+    socketOf(this.ws).write(frames);
     this.sentPosition = events[events.length - 1]!.id;
-    this.ctx.metrics.deliveries.labels('ws').inc(events.length);
-    this.ctx.metrics.wsBytesOut.inc(bytes);
-    this.ctx.metrics.deliveryLag.labels('ws').observe((Date.now() - Date.parse(events[0]!.at)) / 1000);
+    const tally = this.ctx.metrics.wsTally;
+    tally.frames += events.length;
+    tally.bytes += frames.length;
+    this.ctx.metrics.observeWsLag(events);
   }
 
   private stopStream(): void {

@@ -1,5 +1,6 @@
 /** Prometheus metrics. One registry per Herald instance (tests run several in one process). */
 import client from 'prom-client';
+import type { Event } from '../events/event.ts';
 
 export function createMetrics() {
   const registry = new client.Registry();
@@ -13,7 +14,7 @@ export function createMetrics() {
     deliveries: new client.Counter({ name: 'herald_deliveries_total', help: 'Events (WebSocket: frames) delivered to clients, by transport.', labelNames: ['transport'], registers: [registry] }),
     deliveryLag: new client.Histogram({
       name: 'herald_delivery_lag_seconds',
-      help: 'Commit-to-delivery time of the first event of each delivered batch.',
+      help: 'Commit-to-delivery time of the first event of each delivered batch (WebSocket: once per batch, at its first write).',
       labelNames: ['transport'],
       buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
       registers: [registry],
@@ -37,15 +38,37 @@ export function createMetrics() {
     exportObjects: new client.Counter({ name: 'herald_export_objects_total', help: 'Bucket objects by outcome: written, skipped (unchanged), deleted.', labelNames: ['outcome'], registers: [registry] }),
     exportFailures: new client.Counter({ name: 'herald_export_failures_total', help: 'Export passes that failed and were retried from the cursor.', registers: [registry] }),
     eventsPruned: new client.Counter({ name: 'herald_events_pruned_total', help: 'Events deleted by retention.', registers: [registry] }),
+    /**
+     * The WebSocket write path runs once per client per batch, where one prom-client inc()
+     * costs as much as the write it counts: it tallies in plain numbers instead, folded into
+     * herald_deliveries_total{transport="ws"} and herald_ws_bytes_out_total at each scrape.
+     */
+    wsTally: { frames: 0, bytes: 0 },
+    /**
+     * Delivery lag of a WebSocket batch, observed once per batch however many clients it is
+     * written to (the first write): one histogram sample per client would cost more than
+     * the writes.
+     */
+    observeWsLag(events: readonly Event[]) {
+      if (events === lastWsLagBatch) return;
+      lastWsLagBatch = events;
+      wsLag.observe((Date.now() - events[0]!.atMs) / 1000);
+    },
     /** Registers a callback run before each scrape (for values computed on demand). */
     onCollect(fn: () => void) {
       collectors.push(fn);
     },
     /** Runs the on-demand collectors; called by the /metrics handler. */
     collect() {
+      if (m.wsTally.frames > 0) wsDeliveries.inc(m.wsTally.frames);
+      if (m.wsTally.bytes > 0) m.wsBytesOut.inc(m.wsTally.bytes);
+      m.wsTally.frames = m.wsTally.bytes = 0;
       for (const fn of collectors) fn();
     },
   };
+  const wsDeliveries = m.deliveries.labels('ws');
+  const wsLag = m.deliveryLag.labels('ws');
+  let lastWsLagBatch: readonly Event[] | null = null;
   return m;
 }
 
