@@ -14,7 +14,7 @@ import { benchDatabase, printTable, type Row } from './support.ts';
 
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 const spawnPeer = (file: string, env: Record<string, string> = {}) =>
-  peer(fork(here(file), [], { execArgv: ['--import', 'tsx', '--expose-gc', ...(process.env.GCW ? ['--import', '/tmp/gcwatch.mjs'] : [])], env: { ...process.env, ...env }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+  peer(fork(here(file), [], { execArgv: ['--import', 'tsx', '--expose-gc'], env: { ...process.env, ...env }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
 
 const SIZES = (process.env.BENCH_FANOUT_SIZES ?? '100,1000,5000').split(',').map(Number);
 const IDLE_CONNECTIONS = Number(process.env.BENCH_IDLE_CONNECTIONS ?? 10_000);
@@ -146,7 +146,6 @@ export async function run(): Promise<Row[]> {
         const deliveries = await clients.call<number>('count');
         const lat = await clients.call<{ n: number; p50: number; p99: number }>('latencies');
         await clients.call('closeAll');
-        if (process.env.BENCH_DEBUG) console.error(`  user ${(after.cpuUserUs - before.cpuUserUs) / 1000} ms, system ${(after.cpuSystemUs - before.cpuSystemUs) / 1000} ms`);
         return { events: sent, deliveries, cpuUs: cpuUs(before, after), p50: lat.p50, p99: lat.p99 };
       };
       const sides: Side[] = ['raw ws', 'raw ws, same commits', 'herald'];

@@ -1,10 +1,12 @@
 /**
  * One WebSocket connection: one ordered stream at a time. `subscribe` (re)starts the
  * stream at `since` with new topics, `unsubscribe` narrows it from the current position,
- * `ping` is answered with `pong`. Events are pulled from the Subscription and written in
- * batches (one syscall per batch); past the byte budget the session stops pulling until the
- * socket drains (the Subscription meanwhile falls back to table reads), and a client that
- * does not drain in time is closed with 4008 and its cursor.
+ * `ping` is answered with `pong`. Events go out in batches, each one socket write of
+ * prepared frames (ws-frames.ts): pushed inside the Hub's publish while the stream is live
+ * (push mode), pulled from the Subscription while it catches up (pull mode). Past the byte
+ * budget the session stops writing until the socket drains (the Subscription meanwhile
+ * falls back to table reads), and a client that does not drain in time is closed with 4008
+ * and its cursor.
  */
 import { WebSocket } from 'ws';
 import { subscribe, type HeraldContext } from '../context.ts';
@@ -259,6 +261,7 @@ export class WsSession {
 
   /** Writes a batch as one prepared Buffer, shared with every other recipient of the batch. */
   private sendBatch(events: readonly Event[]): void {
+    // Closing (our close frame or the peer's is on its way): nothing may follow it.
     if (this.ws.readyState !== WebSocket.OPEN) return;
     const frames = preparedFrames(events);
     socketOf(this.ws).write(frames);
@@ -272,6 +275,7 @@ export class WsSession {
   private stopStream(): void {
     const sub = this.sub;
     this.sub = null;
+    this.pushing = false;
     // Remember where the stream got to: a later close reason must not report less.
     if (sub) this.idlePosition = Math.max(this.idlePosition, sub.position);
     sub?.close();

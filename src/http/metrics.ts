@@ -30,7 +30,7 @@ export function createMetrics() {
     wsPolicyCloses: new client.Counter({ name: 'herald_ws_policy_closes_total', help: 'WebSocket connections closed with 1008 (subscribe flood).', registers: [registry] }),
     fanoutSeconds: new client.Histogram({
       name: 'herald_fanout_seconds',
-      help: 'Time to hand one listener batch to every matching subscriber (per batch).',
+      help: 'Time to hand one listener batch to every matching subscriber, including the socket writes to live WebSocket clients (per batch).',
       buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5],
       registers: [registry],
     }),

@@ -78,6 +78,11 @@ describe('Subscription', () => {
     await producer;
     const rest = await collect(sub, produced - firstIds.length);
     expect([...firstIds, ...rest]).toEqual(range(base + 1, produced));
+    // If the last page read was full, the short read that proves the catch-up complete has
+    // not happened yet (the producer may have kept every page full): one more read, with
+    // nothing new, makes it and hands over to live.
+    expect(await sub.next({ signal: AbortSignal.abort() })).toEqual([]);
+    expect(sub.state).toBe('live');
     expect(states).toContain('live');
   });
 

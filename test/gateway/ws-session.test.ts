@@ -1,7 +1,8 @@
 /**
  * A client that stops reading: the server holds at most its byte budget (plus one batch)
  * for it, falls back to table reads, closes it with 4008 and its cursor when it does not
- * drain, and keeps delivering to everyone else.
+ * drain, and keeps delivering to everyone else. A client that stops for a while and then
+ * reads again goes from live writes to table reads and back, without a gap or a duplicate.
  */
 import type { Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -79,5 +80,52 @@ describe('slow consumers', () => {
     expect(again.events()).toEqual(Array.from({ length: last - reason.position }, (_, i) => reason.position + 1 + i));
     fast.ws.close();
     again.ws.close();
+  });
+});
+
+describe('a client that falls behind and catches up', () => {
+  let patient: TestHerald;
+  beforeAll(async () => {
+    patient = await startTestHerald(db.url, {
+      maxClientQueueBytes: BUDGET,
+      maxClientQueueEvents: 1000,
+      replayPageSize: PAGE,
+      // Long enough that the paused client is never closed in this test.
+      slowConsumerTimeoutMs: 60_000,
+      workers: 0,
+    });
+  });
+  afterAll(async () => {
+    await patient.close();
+  });
+
+  it('live writes → socket full → table reads → live writes again: every id once, in order, and no close', async () => {
+    const metric = async (re: RegExp) => Number(re.exec(await (await fetch(`${patient.url}/metrics`)).text())?.[1] ?? 0);
+    const client = await openWs(patient.url);
+    const socket = (client.ws as unknown as { _socket: Socket })._socket;
+    client.send({ op: 'subscribe', topics: ['lag:*'] });
+    await client.waitFor((m) => m.op === 'subscribed');
+    const emit = (n: number, payload = '') => patient.ctx.log.emitMany(Array.from({ length: n }, (_, i) => ({ topic: 'lag:x', type: 't', data: { i, payload } })));
+
+    // Live first: written as they come.
+    const before = await emit(5);
+    await client.waitFor((m) => m.id === before[4]);
+
+    // Stop reading; commit far more than the kernel buffers and the budget hold, so the
+    // session stops writing and its Subscription overflows back to table reads.
+    socket.pause();
+    const payload = 'y'.repeat(8000);
+    const flood: number[] = [];
+    for (let i = 0; i < 2000; i += 100) flood.push(...(await emit(100, payload)));
+    await until(async () => (await metric(/^herald_slow_consumer_fallbacks_total (\d+)$/m)) >= 1, 10_000, 'fallback to table reads');
+
+    // Read again: the backlog, then the table pages, then live writes.
+    socket.resume();
+    await client.waitFor((m) => m.id === flood.at(-1), 30_000);
+    const after = await emit(5);
+    await client.waitFor((m) => m.id === after[4], 10_000);
+    expect(client.events()).toEqual([...before, ...flood, ...after]);
+    expect(await metric(/^herald_slow_consumer_closes_total\{transport="ws"\} (\d+)$/m)).toBe(0);
+    client.ws.close();
   });
 });
