@@ -25,6 +25,8 @@ const PACED_SECONDS = Number(process.env.BENCH_PACED_SECONDS ?? 5);
 const TARGET_DELIVERIES = Number(process.env.BENCH_FANOUT_DELIVERIES ?? 1_000_000);
 /** Each throughput figure is the median of this many runs (2 shared cores are noisy). */
 const REPEATS = Number(process.env.BENCH_REPEATS ?? 3);
+/** The same for the paced CPU windows, whose ratios move by ±10% from one run to the next. */
+const PACED_REPEATS = Number(process.env.BENCH_PACED_REPEATS ?? process.env.BENCH_REPEATS ?? 5);
 /** Which parts to run (all by default): throughput, paced, idle. */
 const PARTS = new Set((process.env.BENCH_FANOUT_PARTS ?? 'throughput,paced,idle').split(','));
 /** A directory: write V8 CPU profiles of both servers' paced windows there. */
@@ -151,7 +153,7 @@ export async function run(): Promise<Row[]> {
       const sides: Side[] = ['raw ws', 'raw ws, same commits', 'herald'];
       type Window = Awaited<ReturnType<typeof window>>;
       const runs = new Map<string, Window[]>();
-      for (let rep = 0; rep < REPEATS; rep++) {
+      for (let rep = 0; rep < PACED_REPEATS; rep++) {
         for (const n of [PACED_CLIENTS, 1]) {
           for (const side of sides) {
             const profile = CPU_PROF_DIR && rep === 0 && n > 1 && side !== 'raw ws, same commits' ? `${CPU_PROF_DIR}/${side === 'herald' ? 'herald' : 'raw'}-paced.cpuprofile` : null;
@@ -185,22 +187,28 @@ export async function run(): Promise<Row[]> {
         });
       }
       printTable(
-        `Below saturation: ${PACED_CLIENTS} clients × ${PACED_RATE} events/s for ${PACED_SECONDS} s, median of ${REPEATS} (ratios paired within each repetition; Herald: one commit per event; CPU is the server process only, not Postgres; fixed = the 1-client window's CPU per event; marginal = (CPU per event at ${PACED_CLIENTS} clients − at 1) ÷ ${PACED_CLIENTS - 1}; latency is commit-to-client for Herald, send-to-client for raw ws)`,
+        `Below saturation: ${PACED_CLIENTS} clients × ${PACED_RATE} events/s for ${PACED_SECONDS} s, median of ${PACED_REPEATS} (ratios paired within each repetition; Herald: one commit per event; CPU is the server process only, not Postgres; fixed = the 1-client window's CPU per event; marginal = (CPU per event at ${PACED_CLIENTS} clients − at 1) ÷ ${PACED_CLIENTS - 1}; latency is commit-to-client for Herald, send-to-client for raw ws)`,
         pacedRows,
       );
     }
 
-    // Idle connections.
+    // Idle connections, on fresh server processes: after the runs above a server's heap and
+    // allocator hold memory they no longer use, which would hide the cost of a connection.
     const idleRows: Row[] = [];
     for (const side of PARTS.has('idle') ? (['raw ws', 'herald'] as const) : []) {
-      const server = side === 'raw ws' ? raw : herald;
-      const before = await server.call<Stats>('stats');
-      const held = await clients.call<number>('open', { url: side === 'raw ws' ? rawUrl : heraldUrl, n: IDLE_CONNECTIONS, herald: side === 'herald', own: true });
-      await new Promise((r) => setTimeout(r, 1000));
-      const after = await server.call<Stats>('stats');
-      idleRows.push({ server: side, 'connections held': held, 'RSS before MiB': before.rss / 2 ** 20, 'RSS after MiB': after.rss / 2 ** 20, 'KiB per connection': (after.rss - before.rss) / 1024 / held });
-      await clients.call('closeAll');
-      await new Promise((r) => setTimeout(r, 500));
+      const server = side === 'raw ws' ? spawnPeer('./peers/raw-server.ts') : spawnPeer('./peers/herald-server.ts', { BENCH_DATABASE_URL: db.url });
+      try {
+        await server.ready;
+        const url = side === 'raw ws' ? await server.call<string>('url') : `${(await server.call<string>('url')).replace(/^http/, 'ws')}/v1/ws`;
+        const before = await server.call<Stats>('stats');
+        const held = await clients.call<number>('open', { url, n: IDLE_CONNECTIONS, herald: side === 'herald', own: true });
+        await new Promise((r) => setTimeout(r, 1000));
+        const after = await server.call<Stats>('stats');
+        idleRows.push({ server: side, 'connections held': held, 'RSS before MiB': before.rss / 2 ** 20, 'RSS after MiB': after.rss / 2 ** 20, 'KiB per connection': (after.rss - before.rss) / 1024 / held });
+        await clients.call('closeAll');
+      } finally {
+        server.kill();
+      }
     }
     printTable(`Idle connections (${IDLE_CONNECTIONS}; Herald connections are subscribed, each to its own topic)`, idleRows);
     return [...rows, ...pacedRows, ...idleRows];

@@ -233,17 +233,20 @@ export class Subscription implements HubMember {
 
   /** S3: events already covered by a table read are not handed over again. */
   private dropDelivered(): void {
-    while (this.buffered > 0) {
-      const chunk = this.chunks[0]!;
-      const e = chunk[this.skip]!;
-      if (e.id > this.cursor) return;
-      this.bufferBytes -= e.bytes;
-      this.buffered--;
-      if (++this.skip === chunk.length) {
-        this.chunks.shift();
-        this.skip = 0;
-      }
+    while (this.buffered > 0 && this.chunks[0]![this.skip]!.id <= this.cursor) this.shift();
+  }
+
+  /** Removes the first buffered event and returns it. */
+  private shift(): Event {
+    const chunk = this.chunks[0]!;
+    const e = chunk[this.skip]!;
+    this.bufferBytes -= e.bytes;
+    this.buffered--;
+    if (++this.skip === chunk.length) {
+      this.chunks.shift();
+      this.skip = 0;
     }
+    return e;
   }
 
   private pendingCount(): number {
@@ -262,17 +265,7 @@ export class Subscription implements HubMember {
       return out;
     }
     const out: Event[] = [];
-    while (out.length < limit) {
-      const chunk = this.chunks[0]!;
-      const e = chunk[this.skip]!;
-      out.push(e);
-      this.bufferBytes -= e.bytes;
-      this.buffered--;
-      if (++this.skip === chunk.length) {
-        this.chunks.shift();
-        this.skip = 0;
-      }
-    }
+    while (out.length < limit) out.push(this.shift());
     this.cursor = out[out.length - 1]!.id;
     return out;
   }

@@ -17,6 +17,18 @@ export function formatSseEvent(e: Event): string {
   return `id: ${e.id}\ndata: ${e.body}\n\n`;
 }
 
+const preparedText = new WeakMap<readonly Event[], string>();
+
+/**
+ * A batch as SSE text, built once per array: live subscribers of a topic are handed the
+ * Hub's one shared array, so every stream writes the same string without re-formatting it.
+ */
+export function sseBatch(events: readonly Event[]): string {
+  let text = preparedText.get(events);
+  if (text === undefined) preparedText.set(events, (text = events.map(formatSseEvent).join('')));
+  return text;
+}
+
 export function createSseHandler(ctx: HeraldContext) {
   return async (req: Request, res: Response) => {
     const q = parseStreamQuery(req.query as Record<string, unknown>, req.headers['last-event-id']);
@@ -76,7 +88,7 @@ export function createSseHandler(ctx: HeraldContext) {
         const events = await sub.next({ signal: aborter.signal });
         if (closed() || events.length === 0) continue;
         // One write per batch: a burst reaches the socket in one syscall.
-        res.write(events.map(formatSseEvent).join(''));
+        res.write(sseBatch(events));
         lastSent = events[events.length - 1]!.id;
         ctx.metrics.deliveries.labels('sse').inc(events.length);
         ctx.metrics.deliveryLag.labels('sse').observe((Date.now() - events[0]!.atMs) / 1000);
