@@ -21,12 +21,15 @@ const IDLE_CONNECTIONS = Number(process.env.BENCH_IDLE_CONNECTIONS ?? 10_000);
 const PACED_CLIENTS = Number(process.env.BENCH_PACED_CLIENTS ?? 500);
 const PACED_RATE = 200;
 const PACED_SECONDS = Number(process.env.BENCH_PACED_SECONDS ?? 5);
-/** Deliveries per throughput run (events × recipients). */
-const TARGET_DELIVERIES = Number(process.env.BENCH_FANOUT_DELIVERIES ?? 1_000_000);
+/**
+ * Deliveries per throughput run (events × recipients): 3 million take about 2 s, long
+ * enough that one garbage collection or scheduling hiccup does not decide the figure.
+ */
+const TARGET_DELIVERIES = Number(process.env.BENCH_FANOUT_DELIVERIES ?? 3_000_000);
 /** Each throughput figure is the median of this many runs (2 shared cores are noisy). */
-const REPEATS = Number(process.env.BENCH_REPEATS ?? 3);
+const REPEATS = Number(process.env.BENCH_REPEATS ?? 5);
 /** The same for the paced CPU windows, whose ratios move by ±10% from one run to the next. */
-const PACED_REPEATS = Number(process.env.BENCH_PACED_REPEATS ?? process.env.BENCH_REPEATS ?? 5);
+const PACED_REPEATS = Number(process.env.BENCH_PACED_REPEATS ?? REPEATS);
 /** Which parts to run (all by default): throughput, paced, idle. */
 const PARTS = new Set((process.env.BENCH_FANOUT_PARTS ?? 'throughput,paced,idle').split(','));
 /** A directory: write V8 CPU profiles of both servers' paced windows there. */
@@ -108,9 +111,13 @@ export async function run(): Promise<Row[]> {
           await clients.call('reset');
           const h0 = performance.now();
           await produce(pool, events, 100, own ? (i) => `bench:${i % n}` : () => 'bench:all');
+          const committedMs = performance.now() - h0;
           await waitForCount(clients, deliveries);
           heraldRates.push(deliveries / ((performance.now() - h0) / 1000));
           await clients.call('closeAll');
+          console.error(
+            `fanout run: ${n} clients, ${own ? 'own topics' : 'one topic'}: raw ${Math.round(rawRates.at(-1)!)}/s, herald ${Math.round(heraldRates.at(-1)!)}/s (commits took ${Math.round(committedMs)} ms; table fallbacks so far: ${await herald.call<number>('fallbacks')})`,
+          );
         }
 
         const a = median(rawRates);

@@ -11,4 +11,6 @@ serve({
   url: () => herald.url,
   stats,
   connections: () => herald.websockets.size,
+  /** Subscriptions that fell back to table reads so far (a burst a client could not keep up with). */
+  fallbacks: async () => (await herald.ctx.metrics.slowConsumerFallbacks.get()).values[0]?.value ?? 0,
 });
