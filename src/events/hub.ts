@@ -98,15 +98,26 @@ export class Hub {
     }
     // Advance before delivering: a member reading `head` inside deliver sees this batch.
     this.head = batch[batch.length - 1]!.id;
+    // The head has moved, so the batch is never published again: every member must get it,
+    // whatever another member's deliver throws. The first failure is rethrown at the end.
+    let failure: { err: unknown } | null = null;
+    const deliver = (m: HubMember, list: readonly Event[]) => {
+      try {
+        m.deliver(list);
+      } catch (err) {
+        failure ??= { err };
+      }
+    };
     // Members taking every event, or exactly one topic, share one read-only array.
-    for (const m of this.everything) m.deliver(batch);
+    for (const m of this.everything) deliver(m, batch);
     if (byTopic) {
       for (const [topic, list] of byTopic) {
         const members = this.byTopic.get(topic);
-        if (members) for (const m of members) if (isSingleTopic(m)) m.deliver(list);
+        if (members) for (const m of members) if (isSingleTopic(m)) deliver(m, list);
       }
     }
-    for (const [m, list] of merged) m.deliver(list);
+    for (const [m, list] of merged) deliver(m, list);
+    if (failure) throw (failure as { err: unknown }).err;
   }
 }
 

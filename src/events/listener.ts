@@ -127,7 +127,13 @@ export class Listener extends EventEmitter<ListenerEvents> {
       if (this.isClosed()) return;
       if (batch.length > 0) {
         const t0 = performance.now();
-        this.opts.hub.publish(batch);
+        try {
+          this.opts.hub.publish(batch);
+        } catch (err) {
+          // A subscriber's bug: every other subscriber still got the batch (Hub.publish).
+          this.emit('listener:error', err as Error);
+          this.opts.logger.error({ err }, 'a subscriber failed while taking a batch');
+        }
         this.emit('listener:read', batch.length, this.opts.hub.head, performance.now() - t0);
       }
       if (batch.length === this.opts.batchSize) this.readAgain = true;

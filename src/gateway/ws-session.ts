@@ -26,6 +26,8 @@ export class WsSession {
   private sub: Subscription | null = null;
   /** Push mode (live, socket has room): the Subscription's onReady writes batches at once. */
   private pushing = false;
+  /** The stream a subscribe (or unsubscribe) is opening, until its Subscription is open. */
+  private opening: { generation: number; filter: TopicFilter; since: number | 'now'; epoch: string | undefined } | null = null;
   /** Bumped by every subscribe/unsubscribe: a slower, older one must not win. */
   private generation = 0;
   /** Highest id this client has been told about (event or checkpoint). */
@@ -158,6 +160,21 @@ export class WsSession {
     try {
       const current = this.sub;
       const remove = TopicFilter.parse(topics);
+      const opening = this.opening;
+      if (!current && opening) {
+        // A stream still opening (its start() will see the new generation and give up):
+        // narrow what it asked for, from where it asked. Nothing has been sent from it.
+        this.opening = null;
+        const left = opening.filter.without(remove);
+        if (left) return await this.start(generation, left, opening.since, opening.epoch);
+        const head = await this.ctx.log.readHead();
+        const since = opening.since === 'now' ? head.head : opening.since;
+        if (generation === this.generation) {
+          this.idlePosition = since;
+          this.send({ op: 'subscribed', epoch: head.epoch, head: Math.max(this.ctx.hub.head, since), since, topics: [] });
+        }
+        return;
+      }
       if (!current) return;
       const left = current.filter.without(remove);
       const position = current.position;
@@ -171,7 +188,13 @@ export class WsSession {
   }
 
   private async start(generation: number, filter: TopicFilter, since: number | 'now', epoch: string | undefined): Promise<void> {
-    const sub = await subscribe(this.ctx, 'ws', this.reader, { filter, since, epoch, onReady: () => this.onReady() });
+    this.opening = { generation, filter, since, epoch };
+    let sub: Subscription;
+    try {
+      sub = await subscribe(this.ctx, 'ws', this.reader, { filter, since, epoch, onReady: () => this.onReady() });
+    } finally {
+      if (this.opening?.generation === generation) this.opening = null;
+    }
     if (generation !== this.generation || this._state !== 'open') {
       sub.close();
       return;
@@ -247,9 +270,10 @@ export class WsSession {
       }
     } catch (err) {
       // Runs inside the Hub's publish: a failure here must end this stream, not the fan-out.
+      // The batch it was writing may be taken and not written: resume from what was sent.
       this.ctx.logger.error({ err }, 'websocket stream failed');
-      this.idlePosition = sub.position;
       this.stopStream();
+      this.idlePosition = this.sentPosition;
       this.sendError(publicError(err), { position: this.idlePosition });
     }
   }

@@ -29,4 +29,23 @@ describe('Hub', () => {
     for (const m of [both, two, one, all, pre]) hub.remove(m);
     expect(hub.size).toBe(0);
   });
+
+  it('a member that throws does not cost the others the batch: every member gets it, then publish rethrows', () => {
+    const hub = new Hub();
+    const before = member(['*']);
+    const broken: HubMember = {
+      filter: TopicFilter.parse(['x:1']),
+      deliver: () => {
+        throw new Error('subscriber bug');
+      },
+    };
+    const after = member(['x:1']);
+    const prefixed = member(['x:*', 'y:1']);
+    for (const m of [before, broken, after, prefixed]) hub.add(m);
+    expect(() => hub.publish([ev(10, 'x:1'), ev(11, 'y:1')])).toThrow('subscriber bug');
+    expect(before.got).toEqual([10, 11]);
+    expect(after.got).toEqual([10]);
+    expect(prefixed.got).toEqual([10, 11]);
+    expect(hub.head).toBe(11);
+  });
 });

@@ -90,6 +90,33 @@ describe('GET /v1/ws', () => {
     c.ws.close();
   });
 
+  it('an unsubscribe sent while the subscribe is still opening narrows it (it used to leave the connection with no stream and no answer)', async () => {
+    const base = await emit([{ topic: 'o:a' }]);
+    const c = await openWs(herald.url);
+    // Same tick: the unsubscribe arrives before the subscribe's Subscription is open.
+    c.send({ op: 'subscribe', topics: ['o:a', 'o:b'], since: base[0]! - 1 });
+    c.send({ op: 'unsubscribe', topics: ['o:b'] });
+    const ack = await c.waitFor((m) => m.op === 'subscribed' || m.op === 'error');
+    expect(ack).toEqual({ op: 'subscribed', epoch: expect.any(String), head: expect.any(Number), since: base[0]! - 1, topics: ['o:a'] });
+    const live = await emit([{ topic: 'o:b' }, { topic: 'o:a' }]);
+    await c.waitFor((m) => m.id === live[1]);
+    expect(c.events()).toEqual([base[0], live[1]]);
+    expect(c.messages.filter((m) => m.op === 'subscribed')).toHaveLength(1);
+
+    // Unsubscribing everything while opening: an empty stream, acknowledged at `since`.
+    const d = await openWs(herald.url);
+    d.send({ op: 'subscribe', topics: ['o:a'], since: base[0]! - 1 });
+    d.send({ op: 'unsubscribe', topics: ['o:a'] });
+    const empty = await d.waitFor((m) => m.op === 'subscribed' || m.op === 'error');
+    expect(empty).toEqual({ op: 'subscribed', epoch: ack.epoch, head: expect.any(Number), since: base[0]! - 1, topics: [] });
+    const last = await emit([{ topic: 'o:a' }]);
+    // c sees it, so d (with no topics) would have by now.
+    await c.waitFor((m) => m.id === last[0]);
+    expect(d.events()).toEqual([]);
+    c.ws.close();
+    d.ws.close();
+  });
+
   it('a filtered connection gets checkpoints past events it does not want', async () => {
     const c = await openWs(herald.url);
     await subscribed(c, { topics: ['cpw:want'] });
