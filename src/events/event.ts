@@ -73,17 +73,23 @@ export class Event {
 }
 
 const batchBytesCache = new WeakMap<readonly Event[], number>();
+let lastBatch: readonly Event[] | null = null;
+let lastBatchBytes = 0;
 
 /**
  * Sum of `bytes` over a batch. The Hub hands one shared array to many subscribers, so the
  * sum is kept per array and computed once, not once per subscriber.
  */
 export function batchBytes(events: readonly Event[]): number {
+  // The Hub hands one array to all its members in a row: the last one answers most calls.
+  if (events === lastBatch) return lastBatchBytes;
   let n = batchBytesCache.get(events);
   if (n === undefined) {
     n = 0;
     for (const e of events) n += e.bytes;
     batchBytesCache.set(events, n);
   }
+  lastBatch = events;
+  lastBatchBytes = n;
   return n;
 }

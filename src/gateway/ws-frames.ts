@@ -35,14 +35,20 @@ function writeHeader(out: Buffer, at: number, payloadBytes: number): number {
 }
 
 const prepared = new WeakMap<readonly Event[], Buffer>();
+let last: { events: readonly Event[] | null; frames: Buffer } = { events: null, frames: Buffer.alloc(0) };
 
 /**
  * The wire bytes of a batch of event frames, built once per array (the Hub shares one array
  * among every subscriber of a topic) and kept only as long as the array is.
  */
 export function preparedFrames(events: readonly Event[]): Buffer {
+  // Recipients of one batch are written one after another: the last batch answers most calls.
+  if (events === last.events) return last.frames;
   let out = prepared.get(events);
-  if (out) return out;
+  if (out) {
+    last = { events, frames: out };
+    return out;
+  }
   let total = 0;
   for (const e of events) {
     const n = e.wsFrame.length;
@@ -56,6 +62,7 @@ export function preparedFrames(events: readonly Event[]): Buffer {
     at += payload.copy(out, at);
   }
   prepared.set(events, out);
+  last = { events, frames: out };
   return out;
 }
 
