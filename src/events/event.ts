@@ -72,24 +72,30 @@ export class Event {
   }
 }
 
-const batchBytesCache = new WeakMap<readonly Event[], number>();
-let lastBatch: readonly Event[] | null = null;
-let lastBatchBytes = 0;
-
 /**
- * Sum of `bytes` over a batch. The Hub hands one shared array to many subscribers, so the
- * sum is kept per array and computed once, not once per subscriber.
+ * Memoizes `compute` per batch array. The Hub hands one array, never modified, to every
+ * subscriber of a topic, so whatever is derived from a batch (its byte size, its WebSocket
+ * frames, its SSE text) is computed once, not once per subscriber. Recipients of a batch
+ * are served one after another, so the last array answers most calls before the WeakMap
+ * (which keeps each result only as long as its array lives) is asked.
  */
-export function batchBytes(events: readonly Event[]): number {
-  // The Hub hands one array to all its members in a row: the last one answers most calls.
-  if (events === lastBatch) return lastBatchBytes;
-  let n = batchBytesCache.get(events);
-  if (n === undefined) {
-    n = 0;
-    for (const e of events) n += e.bytes;
-    batchBytesCache.set(events, n);
-  }
-  lastBatch = events;
-  lastBatchBytes = n;
-  return n;
+export function perBatch<T>(compute: (events: readonly Event[]) => T): (events: readonly Event[]) => T {
+  const cache = new WeakMap<readonly Event[], T>();
+  let lastEvents: readonly Event[] | null = null;
+  let lastValue: T;
+  return (events) => {
+    if (events === lastEvents) return lastValue;
+    let value = cache.get(events);
+    if (value === undefined) cache.set(events, (value = compute(events)));
+    lastEvents = events;
+    lastValue = value;
+    return value;
+  };
 }
+
+/** Sum of `bytes` over a batch: what it costs in a subscriber's buffer. */
+export const batchBytes = perBatch((events) => {
+  let n = 0;
+  for (const e of events) n += e.bytes;
+  return n;
+});

@@ -7,7 +7,7 @@
 import type { Request, Response } from 'express';
 import { subscribe, type HeraldContext } from '../context.ts';
 import { HeraldError, publicError } from '../errors.ts';
-import type { Event } from '../events/event.ts';
+import { type Event, perBatch } from '../events/event.ts';
 import { waitForRoom } from './backpressure.ts';
 import { parseStreamQuery } from './protocol.ts';
 
@@ -17,17 +17,11 @@ export function formatSseEvent(e: Event): string {
   return `id: ${e.id}\ndata: ${e.body}\n\n`;
 }
 
-const preparedText = new WeakMap<readonly Event[], string>();
-
 /**
  * A batch as SSE text, built once per array: live subscribers of a topic are handed the
  * Hub's one shared array, so every stream writes the same string without re-formatting it.
  */
-export function sseBatch(events: readonly Event[]): string {
-  let text = preparedText.get(events);
-  if (text === undefined) preparedText.set(events, (text = events.map(formatSseEvent).join('')));
-  return text;
-}
+export const sseBatch = perBatch((events) => events.map(formatSseEvent).join(''));
 
 export function createSseHandler(ctx: HeraldContext) {
   return async (req: Request, res: Response) => {

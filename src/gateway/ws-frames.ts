@@ -8,7 +8,7 @@
  */
 import type { Socket } from 'node:net';
 import type { WebSocket } from 'ws';
-import type { Event } from '../events/event.ts';
+import { perBatch } from '../events/event.ts';
 
 const FIN_TEXT = 0x81;
 
@@ -18,53 +18,39 @@ function headerLength(payloadBytes: number): number {
 
 /** Writes a final, unmasked text-frame header for `payloadBytes` at `at`; returns its length. */
 function writeHeader(out: Buffer, at: number, payloadBytes: number): number {
+  const length = headerLength(payloadBytes);
   out[at] = FIN_TEXT;
-  if (payloadBytes < 126) {
-    out[at + 1] = payloadBytes;
-    return 2;
-  }
-  if (payloadBytes < 65_536) {
+  if (length === 2) out[at + 1] = payloadBytes;
+  else if (length === 4) {
     out[at + 1] = 126;
     out.writeUInt16BE(payloadBytes, at + 2);
-    return 4;
+  } else {
+    out[at + 1] = 127;
+    out.writeUInt32BE(Math.floor(payloadBytes / 2 ** 32), at + 2);
+    out.writeUInt32BE(payloadBytes >>> 0, at + 6);
   }
-  out[at + 1] = 127;
-  out.writeUInt32BE(Math.floor(payloadBytes / 2 ** 32), at + 2);
-  out.writeUInt32BE(payloadBytes >>> 0, at + 6);
-  return 10;
+  return length;
 }
-
-const prepared = new WeakMap<readonly Event[], Buffer>();
-let last: { events: readonly Event[] | null; frames: Buffer } = { events: null, frames: Buffer.alloc(0) };
 
 /**
  * The wire bytes of a batch of event frames, built once per array (the Hub shares one array
  * among every subscriber of a topic) and kept only as long as the array is.
  */
-export function preparedFrames(events: readonly Event[]): Buffer {
-  // Recipients of one batch are written one after another: the last batch answers most calls.
-  if (events === last.events) return last.frames;
-  let out = prepared.get(events);
-  if (out) {
-    last = { events, frames: out };
-    return out;
-  }
+export const preparedFrames = perBatch((events) => {
   let total = 0;
   for (const e of events) {
     const n = e.wsFrame.length;
     total += headerLength(n) + n;
   }
-  out = Buffer.allocUnsafe(total);
+  const out = Buffer.allocUnsafe(total);
   let at = 0;
   for (const e of events) {
     const payload = e.wsFrame;
     at += writeHeader(out, at, payload.length);
     at += payload.copy(out, at);
   }
-  prepared.set(events, out);
-  last = { events, frames: out };
   return out;
-}
+});
 
 /**
  * The TCP socket under a `ws` connection. Prepared frames are written to it directly: `ws`
