@@ -1,10 +1,17 @@
+import { fileURLToPath } from 'node:url';
 import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
+  resolve: {
+    // Tests exercise the client's source; test/client/package.test.ts installs the packed build.
+    alias: { 'herald-client': fileURLToPath(new URL('./packages/client/src/index.ts', import.meta.url)) },
+  },
   test: {
     include: ['test/**/*.test.ts'],
     typecheck: { enabled: true, include: ['test/**/*.test-d.ts'], tsconfig: './tsconfig.json' },
-    globalSetup: ['test/support/global-setup.ts'],
+    // build.ts first: tests that run the compiled `herald` (npm start, signals, the packed
+    // client) need dist/ to match the source.
+    globalSetup: ['test/support/build.ts', 'test/support/global-setup.ts'],
     // Each file gets its own database (a clone of the migrated template), so files run in
     // parallel safely; two workers match the two cores CI has.
     pool: 'forks',

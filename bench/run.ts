@@ -11,6 +11,8 @@ const BENCHES: Record<string, () => Promise<unknown>> = {
   jobs: async () => (await import('./jobs.bench.ts')).run(),
   export: async () => (await import('./export.bench.ts')).run(),
   index: async () => (await import('./index.bench.ts')).run(),
+  reconnect: async () => (await import('./reconnect.bench.ts')).run(),
+  catchup: async () => (await import('./catchup.bench.ts')).run(),
 };
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));

@@ -1,5 +1,5 @@
 /** Shared bench plumbing: a private embedded PostgreSQL and a stable table printer. */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -26,6 +26,9 @@ function freePort(): Promise<number> {
 export async function benchDatabase(): Promise<BenchDatabase> {
   if (process.env.BENCH_DATABASE_URL) return { url: process.env.BENCH_DATABASE_URL, stop: async () => undefined };
   const dir = await mkdtemp(path.join(os.tmpdir(), 'herald-bench-'));
+  // Our own throwaway folder: opened so that, as root, the `postgres` user keeps the data here
+  // (on the same disk as before) rather than under /var/lib/herald.
+  await chmod(dir, 0o755);
   const db = await startEmbeddedPostgres({ dir: path.join(dir, 'pg'), port: await freePort(), persistent: false, settings: { max_connections: '300' } });
   const pool = createPool(db.url, 1, createLogger('silent'));
   await migrate(pool, createLogger('silent'));

@@ -25,8 +25,12 @@ interface Setting<S extends z.ZodType> {
   env: string;
   schema: S;
   doc: string;
-  /** Shown instead of the value in docs and logs (tokens, URLs with passwords). */
-  secret?: boolean;
+  /**
+   * Hidden in logs and `herald config --resolved`: `true` hides the whole value (tokens, a URL
+   * that is itself the credential); `'password'` hides only the password of a URL, so the
+   * host and database stay visible for debugging.
+   */
+  secret?: true | 'password';
 }
 
 const setting = <S extends z.ZodType>(s: Setting<S>) => s;
@@ -39,15 +43,25 @@ export const SETTINGS = {
     env: 'DATABASE_URL',
     schema: z.string().url().optional(),
     doc: 'PostgreSQL URL. Unset: start an embedded PostgreSQL with data in `<dataDir>/pg`.',
-    secret: true,
+    secret: 'password',
   }),
   dataDir: setting({ env: 'HERALD_DATA_DIR', schema: z.string().min(1), doc: 'Directory for local state (the embedded PostgreSQL lives in `<dataDir>/pg`).' }),
   embeddedPgPort: setting({ env: 'HERALD_EMBEDDED_PG_PORT', schema: int(1, 65535), doc: 'Port of the embedded PostgreSQL.' }),
   dbPoolMax: setting({ env: 'HERALD_DB_POOL_MAX', schema: int(2, 1000), doc: 'Connections in the query pool (the LISTEN connection is extra).' }),
+  dbConnectTimeoutMs: setting({
+    env: 'HERALD_DB_CONNECT_TIMEOUT_MS',
+    schema: int(0, 60 * MINUTE_MS),
+    doc: 'How long start-up keeps trying to reach the database (capped exponential backoff with jitter, one warning per failed attempt) before it exits with status 69. 0: one attempt.',
+  }),
   logLevel: setting({
     env: 'LOG_LEVEL',
     schema: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']),
     doc: 'pino log level.',
+  }),
+  logFormat: setting({
+    env: 'HERALD_LOG_FORMAT',
+    schema: z.enum(['auto', 'json', 'pretty']),
+    doc: 'Log output on stdout: `json` (one object per line), `pretty` (human-readable), or `auto` (pretty when stdout is a terminal, JSON otherwise).',
   }),
   publishTokens: setting({
     env: 'HERALD_PUBLISH_TOKENS',
@@ -73,6 +87,11 @@ export const SETTINGS = {
     doc: 'Per-subscriber live buffer, in bytes. Past it the subscriber reads from the table at its own pace.',
   }),
   maxClientQueueEvents: setting({ env: 'HERALD_MAX_CLIENT_QUEUE_EVENTS', schema: int(16, 10_000_000), doc: 'Per-subscriber live buffer, in events.' }),
+  catchUpWindowBytes: setting({
+    env: 'HERALD_CATCHUP_WINDOW_BYTES',
+    schema: int(0, 64 * 1024 * MIB),
+    doc: 'Recent events kept in memory, by serialized size, so that a catch-up from a position among them reads no table (memory use is 2–6× this; see docs/operations.md). 0: every catch-up reads the table.',
+  }),
   retentionMaxAgeMs: setting({
     env: 'HERALD_RETENTION_MAX_AGE_MS',
     schema: int(0, 100 * 365 * DAY_MS),
@@ -169,7 +188,7 @@ export const SETTINGS = {
     env: 'HERALD_EXPORT_BUCKET_URL',
     schema: z.string().optional(),
     doc: 'Where the static API goes: `file:///path` or `s3://[key:secret@]bucket/prefix?endpoint=…&region=…`. Unset: `<dataDir>/bucket`.',
-    secret: true,
+    secret: 'password',
   }),
   runtimeVersion: setting({
     env: 'HERALD_RUNTIME_VERSION',
@@ -218,6 +237,11 @@ export const SETTINGS = {
     doc: 'Bearer token the CLI\'s client commands (`herald tail`) send, when `--token` is not given.',
     secret: true,
   }),
+  serverUrl: setting({
+    env: 'HERALD_URL',
+    schema: z.string().url().optional(),
+    doc: 'Herald base URL the CLI\'s client commands (`herald tail`) connect to, when `--url` is not given. No default: they never guess a server.',
+  }),
   shutdownGraceMs: setting({ env: 'HERALD_SHUTDOWN_GRACE_MS', schema: int(0, 10 * MINUTE_MS), doc: 'Time given to streams to drain on SIGTERM.' }),
 } as const;
 
@@ -234,7 +258,11 @@ export const defaults = {
   dataDir: './.herald',
   embeddedPgPort: 54329,
   dbPoolMax: 10,
+  // 30 s: covers a database container that is still starting (compose, Kubernetes) and a
+  // failover, yet a wrong host or password is reported within half a minute.
+  dbConnectTimeoutMs: 30 * SECOND_MS,
   logLevel: 'info',
+  logFormat: 'auto',
   publishTokens: [],
   // 1 s: a NOTIFY is never lost on a live connection, so this only bounds the delay after
   // an unnoticed half-dead LISTEN socket; one indexed `id > head` query per second is free.
@@ -244,6 +272,10 @@ export const defaults = {
   replayPageSize: 500,
   maxClientQueueBytes: 1 * MIB,
   maxClientQueueEvents: 10_000,
+  // 64 MiB: at 300 bytes an event, the last 220,000 events (minutes of a busy log, hours of a
+  // quiet one): what clients dropped by a rolling restart or a network blip ask for. Full, it
+  // takes about 350 MiB of memory (small events cost 5–6× their serialized size).
+  catchUpWindowBytes: 64 * MIB,
   retentionMaxAgeMs: 7 * DAY_MS,
   retentionMaxEvents: 0,
   retentionIntervalMs: 1 * MINUTE_MS,
@@ -284,6 +316,7 @@ export const defaults = {
   healthcheckUrl: undefined,
   healthcheckIntervalMs: 5 * MINUTE_MS,
   clientToken: undefined,
+  serverUrl: undefined,
   exporter: true,
   exportBucketUrl: undefined,
   runtimeVersion: '0.1.0',
@@ -303,17 +336,39 @@ export const defaults = {
 
 export type ConfigInput = { [K in keyof Config]?: unknown };
 
+/** Where a resolved value came from, in precedence order: a CLI flag, the environment, the default. */
+export type SettingSource = 'flag' | 'env' | 'default';
+
+/** A `HERALD_*` variable that no setting reads, with the closest one that does. */
+export interface UnknownVariable {
+  variable: string;
+  closest: string;
+}
+
+export interface ResolvedConfig {
+  config: Config;
+  sources: { readonly [K in keyof Config]: SettingSource };
+  /** `HERALD_*` variables in the environment that no setting reads (typos, removed settings). */
+  unknown: UnknownVariable[];
+}
+
+const entries = () => Object.entries(SETTINGS) as [keyof Config, Setting<z.ZodType>][];
+
 /**
- * Resolves the configuration: `flags` (already-parsed CLI values) over `env` over defaults.
- * Throws HERALD_ERR_CONFIG naming every offending setting and its variable.
+ * Resolves the configuration: `flags` (already-parsed CLI values) over `env` over defaults,
+ * with where each value came from. Throws HERALD_ERR_CONFIG naming every offending setting
+ * and its variable, on one line.
  */
-export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = process.env): Config {
+export function resolveConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = process.env): ResolvedConfig {
   const out: Record<string, unknown> = {};
+  const sources: Record<string, SettingSource> = {};
   const problems: string[] = [];
-  for (const [key, s] of Object.entries(SETTINGS) as [keyof Config, Setting<z.ZodType>][]) {
+  for (const [key, s] of entries()) {
     const fromFlag = flags[key];
     const fromEnv = env[s.env];
-    const raw = fromFlag !== undefined ? fromFlag : fromEnv !== undefined && fromEnv !== '' ? fromEnv : defaults[key];
+    const source: SettingSource = fromFlag !== undefined ? 'flag' : fromEnv !== undefined && fromEnv !== '' ? 'env' : 'default';
+    const raw = source === 'flag' ? fromFlag : source === 'env' ? fromEnv : defaults[key];
+    sources[key] = source;
     const parsed = s.schema.safeParse(raw);
     if (parsed.success) out[key] = parsed.data;
     else {
@@ -326,18 +381,96 @@ export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = pro
     if (c.pollDefaultLimit > c.pollMaxLimit) problems.push(`pollDefaultLimit (${c.pollDefaultLimit}) must not exceed pollMaxLimit (${c.pollMaxLimit})`);
   }
   if (problems.length > 0) {
-    throw new HeraldError('HERALD_ERR_CONFIG', `invalid configuration:\n  ${problems.join('\n  ')}`);
+    // One line: the CLI prints it as `herald: <message>`, and log collectors keep lines whole.
+    throw new HeraldError('HERALD_ERR_CONFIG', `invalid configuration: ${problems.join('; ')}`);
   }
-  return Object.freeze(out as Config);
+  return { config: Object.freeze(out as Config), sources: Object.freeze(sources) as ResolvedConfig['sources'], unknown: unknownVariables(env) };
 }
 
-/** The configuration as safe to log: secrets replaced. */
+/** Resolves the configuration (see resolveConfig) and returns the frozen values alone. */
+export function loadConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = process.env): Config {
+  return resolveConfig(flags, env).config;
+}
+
+/** Levenshtein distance: the number of one-character edits from `a` to `b`. */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = row;
+  }
+  return prev[b.length]!;
+}
+
+function unknownVariables(env: NodeJS.ProcessEnv): UnknownVariable[] {
+  const known = entries().map(([, s]) => s.env);
+  // Compared without the prefix, so HERALD_PORTT is one edit from PORT rather than three
+  // from HERALD_HOST: a few settings (PORT, HOST, DATABASE_URL, LOG_LEVEL) have no prefix.
+  const bare = (v: string) => v.replace(/^HERALD_/, '');
+  return Object.keys(env)
+    .filter((v) => v.startsWith('HERALD_') && !known.includes(v))
+    .sort()
+    .map((variable) => {
+      let closest = known[0]!;
+      let best = Number.POSITIVE_INFINITY;
+      for (const k of known) {
+        const d = editDistance(bare(variable), bare(k));
+        if (d < best) [best, closest] = [d, k];
+      }
+      return { variable, closest };
+    });
+}
+
+const REDACTED = '[redacted]';
+
+/** One value as safe to log or print: secrets hidden, an empty secret list still shown as empty. */
+function redactValue(key: keyof Config, value: unknown): unknown {
+  const { secret } = SETTINGS[key] as Setting<z.ZodType>;
+  if (!secret || value === undefined) return value;
+  if (Array.isArray(value)) return value.map(() => REDACTED);
+  if (secret === 'password' && typeof value === 'string') {
+    try {
+      const u = new URL(value);
+      if (u.password) u.password = '***';
+      return u.toString();
+    } catch {
+      return REDACTED;
+    }
+  }
+  return REDACTED;
+}
+
+/** The configuration as safe to log: secrets replaced (URL settings keep all but their password). */
 export function redactConfig(config: Config): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  for (const [key, s] of Object.entries(SETTINGS) as [keyof Config, Setting<z.ZodType>][]) {
-    out[key] = s.secret && config[key] !== undefined ? '<redacted>' : config[key];
+  for (const [key] of entries()) out[key] = redactValue(key, config[key]);
+  return out;
+}
+
+/** The settings whose value differs from the default, by variable name, secrets redacted: the start-up log line. */
+export function changedSettings(config: Config): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, s] of entries()) {
+    if (JSON.stringify(config[key]) !== JSON.stringify(defaults[key])) out[s.env] = redactValue(key, config[key]);
   }
   return out;
+}
+
+/**
+ * `herald config --resolved`: every variable, its value in effect and where it came from.
+ * Secrets are redacted but an empty list prints as `[]`, so "publishing is off" can be told
+ * from "tokens are set"; an unset optional value prints as `(unset)`.
+ */
+export function resolvedTable({ config, sources }: ResolvedConfig): string {
+  const shown = (key: keyof Config) => {
+    const v = redactValue(key, config[key]);
+    return v === undefined ? '(unset)' : typeof v === 'string' ? v : JSON.stringify(v);
+  };
+  const rows = entries().map(([key, s]) => [s.env, shown(key), sources[key]] as const);
+  const widths = [0, 1].map((i) => Math.max(...rows.map((r) => r[i]!.length), 8));
+  const line = (r: readonly [string, string, string]) => `${r[0].padEnd(widths[0]!)}  ${r[1].padEnd(widths[1]!)}  ${r[2]}`.trimEnd();
+  return [line(['VARIABLE', 'VALUE', 'SOURCE']), ...rows.map(line)].join('\n');
 }
 
 /** Markdown table of every setting, for README.md and `herald config`. */

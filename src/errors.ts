@@ -36,6 +36,9 @@ export const ERROR_SPECS = {
   HERALD_ERR_UNAVAILABLE: { wire: 'unavailable', httpStatus: 503, closeCode: 1011, retryable: true },
   HERALD_ERR_INTERNAL: { wire: 'internal', httpStatus: 500, closeCode: 1011, retryable: true },
   HERALD_ERR_CONFIG: { wire: 'config', httpStatus: 500, closeCode: 1011, retryable: false },
+  // Start-up only, never sent to a client: the process exits instead (see EXIT_CODES).
+  HERALD_ERR_DATABASE_UNREACHABLE: { wire: 'unavailable', httpStatus: 503, closeCode: 1011, retryable: true },
+  HERALD_ERR_CANNOT_LISTEN: { wire: 'internal', httpStatus: 500, closeCode: 1011, retryable: false },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERROR_SPECS;
@@ -90,4 +93,37 @@ export function publicError(err: unknown): HeraldError {
   const e = coerceError(err);
   if (e.code !== 'HERALD_ERR_INTERNAL') return e;
   return new HeraldError('HERALD_ERR_INTERNAL', 'internal error; the request may be retried', {}, { cause: e.cause });
+}
+
+/**
+ * Exit statuses of the `herald` command, defined once here (README.md and
+ * docs/operations.md list them). Values come from BSD sysexits.h so that scripts and
+ * orchestrators can tell "fix the configuration" from "the database is down" without
+ * parsing the message.
+ */
+export const EXIT_CODES = {
+  ok: 0,
+  /** An unexpected failure (a bug), a failed shutdown, a forced exit on a second signal, or `herald tail`'s fatal error. */
+  failure: 1,
+  /** EX_USAGE: a bad argument (unknown flag, bad `--since`, `emit` data that is not JSON, `export` without `--full`/`--gc`). */
+  usage: 64,
+  /** EX_UNAVAILABLE: the database stayed unreachable, or kept refusing the login, for HERALD_DB_CONNECT_TIMEOUT_MS. */
+  unavailable: 69,
+  /** EX_CANTCREAT: the HTTP port could not be bound (in use, not permitted, or HOST is not an address of this machine). */
+  cannotListen: 73,
+  /** EX_CONFIG: an invalid setting, a command run without DATABASE_URL, PostgreSQL older than 13, a failing migration. */
+  config: 78,
+} as const;
+
+const EXIT_CODE_OF: Partial<Record<ErrorCode, number>> = {
+  HERALD_ERR_BAD_REQUEST: EXIT_CODES.usage,
+  HERALD_ERR_UNAVAILABLE: EXIT_CODES.unavailable,
+  HERALD_ERR_DATABASE_UNREACHABLE: EXIT_CODES.unavailable,
+  HERALD_ERR_CANNOT_LISTEN: EXIT_CODES.cannotListen,
+  HERALD_ERR_CONFIG: EXIT_CODES.config,
+};
+
+/** The exit status for a failure that ends the CLI: EXIT_CODES.failure unless the error is an expected one. */
+export function exitCodeOf(err: unknown): number {
+  return EXIT_CODE_OF[coerceError(err).code] ?? EXIT_CODES.failure;
 }

@@ -10,6 +10,7 @@ import type { Config } from './config.ts';
 import type { HeraldContext } from './context.ts';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from './db/embedded.ts';
 import { migrate } from './db/migrate.ts';
+import { waitForDatabase } from './db/connect.ts';
 import { createPool } from './db/pool.ts';
 import { HeraldError } from './errors.ts';
 import { Hub } from './events/hub.ts';
@@ -30,7 +31,7 @@ import { type Bucket, openBucket } from './exporter/bucket.ts';
 import { Exporter, type ExporterOptions } from './exporter/exporter.ts';
 import { createExportRoutes } from './exporter/serve.ts';
 import { createWebhookRoutes, requestIndexSync } from './registry/webhook.ts';
-import { createPageRoutes, webBuilt } from './http/pages.ts';
+import { createPageRoutes, WEB_DIST, webBuilt } from './http/pages.ts';
 import { createMetrics } from './http/metrics.ts';
 import { createLogger, type Logger } from './logger.ts';
 
@@ -68,20 +69,23 @@ export interface StartOptions {
 }
 
 export async function startHerald(config: Config, options: StartOptions = {}): Promise<Herald> {
-  const logger = options.logger ?? createLogger(config.logLevel);
+  const logger = options.logger ?? createLogger(config.logLevel, undefined, config.logFormat);
   let embedded: EmbeddedDatabase | undefined;
   let databaseUrl = config.databaseUrl;
   if (!databaseUrl) {
     const dir = path.resolve(config.dataDir, 'pg');
     logger.info({ dir, port: config.embeddedPgPort }, 'DATABASE_URL is not set: starting embedded PostgreSQL');
-    embedded = await startEmbeddedPostgres({ dir, port: config.embeddedPgPort });
+    // As root, the binaries or the data may be moved somewhere the `postgres` user can reach:
+    // the notice says where and why (docs/operations.md "Running as root").
+    embedded = await startEmbeddedPostgres({ dir, port: config.embeddedPgPort, onNotice: (message) => logger.warn(message) });
     databaseUrl = embedded.url;
-    // Local-only server with a fixed local password: printed so `herald migrate`, `herald
-    // token create` and psql can reach it while `herald serve` runs.
-    console.log(`embedded PostgreSQL: ${embedded.url}`);
+    // Local-only server with a fixed local password: logged in full so `herald migrate`,
+    // `herald token create` and psql can reach it while `herald serve` runs.
+    logger.info({ databaseUrl: embedded.url }, `embedded PostgreSQL: ${embedded.url}`);
   }
   const pool = createPool(databaseUrl, config.dbPoolMax, logger);
   try {
+    await waitForDatabase(databaseUrl, { budgetMs: config.dbConnectTimeoutMs, logger });
     if (!options.skipMigrations) await migrate(pool, logger);
   } catch (err) {
     await pool.end();
@@ -90,7 +94,11 @@ export async function startHerald(config: Config, options: StartOptions = {}): P
   }
   const metrics = createMetrics();
   const log = new EventLog(pool);
-  const hub = new Hub();
+  const hub = new Hub({
+    maxBytes: config.catchUpWindowBytes,
+    retentionMaxAgeMs: config.retentionMaxAgeMs,
+    retentionMaxEvents: config.retentionMaxEvents,
+  });
   const listener = new Listener({
     databaseUrl,
     log,
@@ -161,11 +169,8 @@ export async function startHerald(config: Config, options: StartOptions = {}): P
       ? setInterval(() => void requestIndexSync(jobs, 'periodic').catch((err: Error) => logger.warn({ err: err.message }, 'could not queue the periodic index sync')), config.indexSyncIntervalMs)
       : null;
 
-  if (serveHttp && !webBuilt()) {
-    // Normally built by `npm install` (prepare); once here otherwise, never per request.
-    const { buildWeb } = await import('../scripts/build-web.ts');
-    await buildWeb();
-  }
+  // The pages' scripts are built ahead of time (`npm run build`); nothing is built here.
+  if (serveHttp && !webBuilt()) logger.warn({ dir: WEB_DIST }, 'the web pages\' scripts are not built (run `npm run build`): pages will load without them');
   const server = http.createServer(
     createApp(ctx, {
       api: createJobRoutes({ ctx, jobs, tokens, workers, exporter }),
@@ -178,21 +183,6 @@ export async function startHerald(config: Config, options: StartOptions = {}): P
   // Long-polls may wait pollMaxWaitS; keep Node from cutting them.
   server.requestTimeout = 0;
   server.headersTimeout = 60_000;
-  let url = '';
-  if (serveHttp) {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(config.port, config.host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
-    const address = server.address() as AddressInfo;
-    const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
-    url = `http://${host}:${address.port}`;
-    logger.info({ url }, 'herald is serving');
-  }
-
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
@@ -218,5 +208,40 @@ export async function startHerald(config: Config, options: StartOptions = {}): P
       logger.info('herald stopped');
     })());
 
+  let url = '';
+  if (serveHttp) {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(config.port, config.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    }).catch(async (err: unknown) => {
+      // Everything above is running (and maybe an embedded PostgreSQL): stop it before failing.
+      await close();
+      throw listenError(err, config);
+    });
+    const address = server.address() as AddressInfo;
+    const host = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
+    url = `http://${host}:${address.port}`;
+    // The line people look for: the URL to open.
+    logger.info({ url }, `herald listening on ${url}`);
+  }
+
   return { ctx, websockets, url, databaseUrl, server, pruner, jobs, tokens, workers, bucket, exporter, close };
+}
+
+/** A failed listen() as one line saying which setting to change; other errors pass through. */
+function listenError(err: unknown, config: Config): unknown {
+  const code = (err as { code?: unknown } | null)?.code;
+  const where = `port ${config.port} on ${config.host}`;
+  const message =
+    code === 'EADDRINUSE'
+      ? `${where} is in use (set PORT or --port)`
+      : code === 'EACCES'
+        ? `not allowed to listen on ${where} (ports below 1024 need privileges; set PORT or --port)`
+        : code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND'
+          ? `cannot listen on ${where}: ${config.host} is not an address of this machine (set HOST or --host)`
+          : undefined;
+  return message ? new HeraldError('HERALD_ERR_CANNOT_LISTEN', message, {}, { cause: err }) : err;
 }

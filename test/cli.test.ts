@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
-import { connect, type HeraldEvent } from '../src/client/index.ts';
+import { connect, type HeraldEvent } from 'herald-client';
 import { createPool } from '../src/db/pool.ts';
 import { EventLog } from '../src/events/log.ts';
 import { createLogger } from '../src/logger.ts';
@@ -35,7 +35,8 @@ function run(args: string[], env: Record<string, string>): { child: ChildProcess
 }
 
 async function serve(databaseUrl: string, port: number) {
-  const p = run(['serve', '--port', String(port), '--host', '127.0.0.1'], { DATABASE_URL: databaseUrl, HERALD_SHUTDOWN_GRACE_MS: '2000' });
+  // `herald listening on …` is an info log line, so this process logs at info.
+  const p = run(['serve', '--port', String(port), '--host', '127.0.0.1'], { DATABASE_URL: databaseUrl, HERALD_SHUTDOWN_GRACE_MS: '2000', LOG_LEVEL: 'info' });
   await until(() => p.out.join('').includes('herald listening on'), 30_000, 'herald to start');
   return p;
 }

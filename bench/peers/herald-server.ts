@@ -11,6 +11,8 @@ serve({
   url: () => herald.url,
   stats,
   connections: () => herald.websockets.size,
+  /** The Listener's head: the highest id published to subscribers. */
+  head: () => herald.ctx.hub.head,
   /** Subscriptions that fell back to table reads so far (a burst a client could not keep up with). */
   fallbacks: async () => (await herald.ctx.metrics.slowConsumerFallbacks.get()).values[0]?.value ?? 0,
 });

@@ -26,6 +26,12 @@ export function createPool(connectionString: string, max: number, logger: Logger
     application_name: 'herald',
   });
   pool.on('error', (err) => logger.warn({ err: err.message }, 'idle database client failed; it will be replaced'));
+  // pg-pool listens for errors on idle clients only. A checked-out client between two queries
+  // when Postgres ends its backend (57P01 from a restart or pg_terminate_backend) would emit
+  // 'error' with no listener: an uncaught exception. Its holder sees the failure on its next
+  // query (and should release it with release(err)), so the event is only noted here.
+  const clientOnError = (err: Error) => logger.debug({ err: err.message }, 'database client failed while checked out');
+  pool.on('connect', (client) => client.on('error', clientOnError));
   return pool;
 }
 

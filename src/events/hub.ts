@@ -1,8 +1,11 @@
 /**
  * Hub: in-process fan-out. The Listener publishes each batch of new events once; the Hub
  * hands every member the events that match its filter. Members are indexed by exact topic,
- * so an event reaches its recipients without testing every member.
+ * so an event reaches its recipients without testing every member. It also keeps the last
+ * batches it published, within a byte budget, in its CatchUpWindow: catch-ups from recent
+ * positions are read from there instead of the table.
  */
+import { CatchUpWindow, type CatchUpWindowOptions } from './catch-up-window.ts';
 import type { Event } from './event.ts';
 import type { TopicFilter } from './topic.ts';
 
@@ -17,11 +20,30 @@ export interface HubMember {
 }
 
 export class Hub {
-  /** The highest id published so far (the Listener's head). */
-  head = 0;
+  /** Recent batches, for catch-up without a query (off unless given a byte budget). */
+  readonly window: CatchUpWindow;
+  private _head = 0;
   private readonly everything = new Set<HubMember>();
   private readonly byTopic = new Map<string, Set<HubMember>>();
   private readonly byPrefix = new Set<HubMember>();
+
+  constructor(window: Partial<CatchUpWindowOptions> = {}) {
+    this.window = new CatchUpWindow({ maxBytes: 0, retentionMaxAgeMs: 0, retentionMaxEvents: 0, ...window });
+  }
+
+  /** The highest id published so far (the Listener's head). */
+  get head(): number {
+    return this._head;
+  }
+
+  /**
+   * Where publishing starts (the Listener sets it from the log's head at start): the window
+   * starts over there, since it cannot know what came before.
+   */
+  set head(id: number) {
+    this._head = id;
+    this.window.reset(id);
+  }
 
   get size(): number {
     let n = this.everything.size + this.byPrefix.size;
@@ -96,8 +118,10 @@ export class Hub {
         merged.push([m, list.filter((e, i) => i === 0 || list[i - 1] !== e)]);
       } else merged.push([m, list]);
     }
-    // Advance before delivering: a member reading `head` inside deliver sees this batch.
-    this.head = batch[batch.length - 1]!.id;
+    // Advance before delivering: a member reading `head` inside deliver sees this batch, and
+    // a catch-up read from the window (even one started inside deliver) finds it there.
+    this.window.append(batch);
+    this._head = batch[batch.length - 1]!.id;
     // The head has moved, so the batch is never published again: every member must get it,
     // whatever another member's deliver throws. The first failure is rethrown at the end.
     let failure: { err: unknown } | null = null;

@@ -1,11 +1,13 @@
 /**
- * Subscription: one consumer's filter plus position, yielding catch-up from the table and
- * then live events from the Hub as one stream: no gap, no duplicate, in id order, with a
- * bounded buffer. Every transport and internal consumer reads the log through this class.
- * The state machine and its invariants (S1–S6) are in docs/spec/subscription.md.
+ * Subscription: one consumer's filter plus position, yielding catch-up (from the Hub's
+ * catch-up window when it holds the position, else from the table) and then live events
+ * from the Hub as one stream: no gap, no duplicate, in id order, with a bounded buffer.
+ * Every transport and internal consumer reads the log through this class. The state
+ * machine and its invariants (S1–S7) are in docs/spec/subscription.md.
  */
 import { HeraldError } from '../errors.ts';
 import { batchBytes, type Event } from './event.ts';
+import { readSharedHead } from './head-reads.ts';
 import type { Hub, HubMember } from './hub.ts';
 import type { EventLog } from './log.ts';
 import type { TopicFilter } from './topic.ts';
@@ -90,7 +92,7 @@ export class Subscription implements HubMember {
     this.cursor = since;
     this.epoch = epoch;
     this.hooks = hooks;
-    // S1: attach before the first table read.
+    // S1: attach before the first read (table or window).
     deps.hub.add(this);
   }
 
@@ -99,7 +101,11 @@ export class Subscription implements HubMember {
    * Subscription starting after `since` (`now` is the database's head).
    */
   static async open(deps: SubscriptionDeps, opts: OpenOptions): Promise<Subscription> {
-    const head = await deps.log.readHead();
+    // S6 against a head read that began after this call (so a prune or a commit that finished
+    // before it is seen), shared with the opens arriving at the same time: a reconnect storm
+    // costs a few queries, and a catch-up the window holds costs no other (S7).
+    const head = await readSharedHead(deps.log);
+    deps.hub.window.observe(head);
     if (opts.epoch !== undefined && opts.epoch !== head.epoch) {
       throw new HeraldError(
         'HERALD_ERR_EPOCH_MISMATCH',
@@ -181,11 +187,24 @@ export class Subscription implements HubMember {
     for (;;) {
       if (this._state === 'closed') return [];
       if (this._state === 'replaying') {
-        const generation = this.generation;
         // A poll's `limit` (already capped by pollMaxLimit) sizes its one read; streams read
         // replayPageSize rows at a time.
         const pageSize = Number.isFinite(limit) ? limit : this.deps.limits.replayPageSize;
+        // S7: from memory while the window holds everything after the cursor. Checked before
+        // every page, so a read that starts in the table moves to memory once it reaches the
+        // window, and one the window has let go of (evicted) moves back to the table.
+        const held = this.deps.hub.window.read(this.cursor, this.filter, pageSize);
+        if (held) {
+          this.cursor = Math.max(this.cursor, held.covered);
+          // S2: read in one synchronous step up to the Hub's head, so no batch was published
+          // between the read and the switch: the buffer has everything after it.
+          if (held.covered >= this.deps.hub.head) this.transition('live');
+          if (held.events.length > 0) return held.events;
+          continue;
+        }
+        const generation = this.generation;
         const page = await this.deps.log.read(this.cursor, this.filter, pageSize);
+        this.deps.hub.window.observe(page);
         if (this.isClosed()) return [];
         // Table reads advance the cursor past non-matching rows too (S5).
         this.cursor = Math.max(this.cursor, page.covered);

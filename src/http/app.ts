@@ -7,6 +7,7 @@ import { createPollHandler } from '../gateway/poll.ts';
 import { ROUTES } from '../gateway/protocol.ts';
 import { createPublishHandlers } from '../gateway/publish.ts';
 import { createSseHandler } from '../gateway/sse.ts';
+import { createAccessLog } from './access-log.ts';
 import { createErrorHandler, notFound } from './errors.ts';
 import { createMetricsHandler, createReadyzHandler, healthz } from './health.ts';
 
@@ -27,6 +28,7 @@ export function createApp(ctx: HeraldContext, routers: AppRouters = {}): express
   app.set('etag', false);
   // Repeated `topic=` must arrive as an array; `a[b]=` must not build objects.
   app.set('query parser', 'simple');
+  app.use(createAccessLog(ctx.logger));
 
   app.get(ROUTES.healthz, healthz);
   app.get(ROUTES.readyz, createReadyzHandler(ctx));

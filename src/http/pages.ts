@@ -10,7 +10,6 @@ import { fileURLToPath } from 'node:url';
 import express, { type Request, type Response, Router } from 'express';
 import { z } from 'zod';
 import type { HeraldContext } from '../context.ts';
-import { HeraldError } from '../errors.ts';
 import { PACKAGE_NAME_RE } from '../registry/archive.ts';
 import type { JobStore } from '../jobs/store.ts';
 import type { Bucket } from '../exporter/bucket.ts';
@@ -96,13 +95,27 @@ function jobPage(id: number): string {
   );
 }
 
-function eventsPage(): string {
+function notAJobPage(raw: string): string {
+  const body = `<h1>Not a job id</h1>
+<p>${esc(raw)} is not a job id: job ids are positive integers, as in <code>/jobs/42</code>.</p>`;
+  return page('Not a job id', body, { noindex: true });
+}
+
+function noSuchJobPage(id: number): string {
+  const body = `<h1>Job ${id} not found</h1>
+<p>There is no job ${id}. A job id comes from the answer to a submission (<code>{"jobId":…}</code>).</p>`;
+  return page('Job not found', body, { noindex: true });
+}
+
+/** The tail; `topics` is the filter from the URL (`?topic=…`, repeatable, as in GET /v1/events). */
+function eventsPage(topics: string): string {
   return page(
     'Live events',
     `<h1>Live events</h1>
+<p class="muted">The matching events among the last 50 log positions, then new ones as they commit. The address keeps the filter and the position reached: reload or share it to resume there.</p>
 <form id="filter" role="search">
   <label for="topic">Topics (space-separated; <code>prefix*</code> patterns)</label>
-  <input id="topic" name="topic" value="*" autocomplete="off">
+  <input id="topic" name="topic" value="${esc(topics)}" autocomplete="off">
   <button type="submit">Follow</button>
   <button type="button" id="pause" aria-pressed="false">Pause</button>
 </form>
@@ -205,11 +218,18 @@ export function createPageRoutes(ctx: HeraldContext, jobs: JobStore, bucket: Buc
   router.use('/static', express.static(`${ROOT}web/static`, { maxAge: '1h', index: false }));
   router.use('/assets', express.static(WEB_DIST, { maxAge: '1h', index: false }));
   router.get('/', (req, res) => html(res, 200, home(origin(req))));
-  router.get('/events', (_req, res) => html(res, 200, eventsPage()));
-  router.get('/jobs/:id', (req, res) => {
-    if (!/^[1-9][0-9]{0,15}$/.test(req.params.id)) throw new HeraldError('HERALD_ERR_BAD_REQUEST', 'job ids are positive integers');
+  router.get('/events', (req, res) => {
+    const topics = ([] as unknown[]).concat(req.query.topic ?? []).filter((t): t is string => typeof t === 'string');
+    html(res, 200, eventsPage(topics.join(' ').trim() || '*'));
+  });
+  router.get('/jobs/:id', async (req, res) => {
     res.set('x-robots-tag', 'noindex, nofollow');
-    html(res, 200, jobPage(Number(req.params.id)));
+    // Checked here, not left to the page's script: a page for a job that does not exist
+    // would only fail later, in the browser, with nothing to follow.
+    if (!/^[1-9][0-9]{0,15}$/.test(req.params.id)) return html(res, 400, notAJobPage(req.params.id));
+    const id = Number(req.params.id);
+    if (!(await jobs.get(id))) return html(res, 404, noSuchJobPage(id));
+    html(res, 200, jobPage(id));
   });
   router.get('/packages/:name', async (req, res) => {
     const name = req.params.name;

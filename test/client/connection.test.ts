@@ -8,7 +8,7 @@ import pg from 'pg';
 import WebSocket from 'ws';
 import { createPool } from '../../src/db/pool.ts';
 import { afterAll, describe, expect, it } from 'vitest';
-import { connect, HeraldClientError, type HeraldConnection, type HeraldEvent, type WebSocketConstructor } from '../../src/client/index.ts';
+import { connect, HeraldClientError, type HeraldConnection, type HeraldEvent, type WebSocketConstructor } from 'herald-client';
 import { TopicFilter } from '../../src/events/topic.ts';
 import { createLogger } from '../../src/logger.ts';
 import { createTestDatabase } from '../support/db.ts';

@@ -1,7 +1,7 @@
 /** The client's public surface, pinned: a change here is a change to the package API. */
 import { describe, expectTypeOf, it } from 'vitest';
-import * as client from '../../src/client/index.ts';
-import { connect, type ClientState, type HeraldConnection, type HeraldEvent } from '../../src/client/index.ts';
+import * as client from 'herald-client';
+import { connect, type ClientState, type HeraldConnection, type HeraldEvent } from 'herald-client';
 
 describe('client exports', () => {
   it('exports exactly connect and HeraldClientError as values', () => {

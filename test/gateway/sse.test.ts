@@ -1,3 +1,4 @@
+import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { publish, startTestHerald, type TestHerald, until } from '../support/herald.ts';
@@ -85,6 +86,98 @@ describe('GET /v1/events/stream (SSE)', () => {
       const last = c.messages.at(-1)!;
       expect(last.event).toBe('error');
       expect(JSON.parse(last.data)).toMatchObject({ code: 'shutting_down', position: ids.ids[1] });
+    } finally {
+      await h2.close();
+      await db2.drop();
+    }
+  });
+});
+
+describe('SSE push mode and backpressure', () => {
+  const BUDGET = 64 * 1024;
+
+  /** An SSE stream read by hand, so the test can stop reading it: event ids and the error event. */
+  function rawStream(url: string): Promise<{ res: http.IncomingMessage; ids: number[]; errors: string[]; destroy(): void }> {
+    return new Promise((resolve, reject) => {
+      const req = http.get(url, { headers: { accept: 'text/event-stream' } }, (res) => {
+        const ids: number[] = [];
+        const errors: string[] = [];
+        let buf = '';
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          buf += chunk;
+          let at;
+          while ((at = buf.indexOf('\n\n')) >= 0) {
+            const block = buf.slice(0, at);
+            buf = buf.slice(at + 2);
+            if (block.startsWith('id: ')) ids.push(Number(block.slice(4, block.indexOf('\n'))));
+            else if (block.startsWith('event: error')) errors.push(block);
+          }
+        });
+        resolve({ res, ids, errors, destroy: () => req.destroy() });
+      });
+      req.on('error', reject);
+    });
+  }
+
+  it('live → socket full → catch-up reads → live again: every id once, in order, and the stream beside it is not held back', async () => {
+    const db2 = await createTestDatabase();
+    const h2 = await startTestHerald(db2.url, { maxClientQueueBytes: BUDGET, maxClientQueueEvents: 1000, replayPageSize: 50, slowConsumerTimeoutMs: 60_000, workers: 0 });
+    try {
+      const metric = async (re: RegExp) => Number(re.exec(await (await fetch(`${h2.url}/metrics`)).text())?.[1] ?? 0);
+      const emit = (n: number, payload = '') => h2.ctx.log.emitMany(Array.from({ length: n }, (_, i) => ({ topic: 'lag:x', type: 't', data: { i, payload } })));
+      const slow = await rawStream(`${h2.url}/v1/events/stream?topic=lag:*`);
+      const fast = await rawStream(`${h2.url}/v1/events/stream?topic=lag:*`);
+      const before = await emit(5);
+      await until(() => slow.ids.length === 5 && fast.ids.length === 5, 10_000, 'live events');
+
+      // Stop reading; commit far more than the kernel buffers and the budget hold.
+      slow.res.pause();
+      const payload = 'y'.repeat(8000);
+      const flood: number[] = [];
+      for (let i = 0; i < 2000; i += 100) flood.push(...(await emit(100, payload)));
+      await until(() => fast.ids.length === 5 + flood.length, 20_000, 'the fast stream to get everything');
+      await until(async () => (await metric(/^herald_slow_consumer_fallbacks_total (\d+)$/m)) >= 1, 10_000, 'fallback to catch-up reads');
+
+      slow.res.resume();
+      await until(() => slow.ids.at(-1) === flood.at(-1), 30_000, 'the slow stream to catch up');
+      const after = await emit(5);
+      await until(() => slow.ids.at(-1) === after[4] && fast.ids.at(-1) === after[4], 10_000, 'live again');
+      expect(slow.ids).toEqual([...before, ...flood, ...after]);
+      expect(fast.ids).toEqual([...before, ...flood, ...after]);
+      expect(slow.errors).toEqual([]);
+      expect(await metric(/^herald_slow_consumer_closes_total\{transport="sse"\} (\d+)$/m)).toBe(0);
+      expect(await metric(/^herald_deliveries_total\{transport="sse"\} (\d+)$/m)).toBe(2 * (before.length + flood.length + after.length));
+      slow.destroy();
+      fast.destroy();
+    } finally {
+      await h2.close();
+      await db2.drop();
+    }
+  });
+
+  it('a stream that does not drain is ended with slow_consumer and its position, and resuming from it gives exactly the rest', async () => {
+    const db2 = await createTestDatabase();
+    const h2 = await startTestHerald(db2.url, { maxClientQueueBytes: BUDGET, maxClientQueueEvents: 1000, replayPageSize: 50, slowConsumerTimeoutMs: 1000, workers: 0 });
+    try {
+      const slow = await rawStream(`${h2.url}/v1/events/stream?topic=stall:*`);
+      await until(async () => /herald_subscribers\{transport="sse"\} 1/.test(await (await fetch(`${h2.url}/metrics`)).text()), 5000, 'subscribed');
+      slow.res.pause();
+      const payload = 'z'.repeat(8000);
+      const all: number[] = [];
+      for (let i = 0; i < 2000; i += 100) all.push(...(await h2.ctx.log.emitMany(Array.from({ length: 100 }, (_, j) => ({ topic: 'stall:x', type: 't', data: { i: i + j, payload } })))));
+      await until(async () => /herald_slow_consumer_closes_total\{transport="sse"\} 1/.test(await (await fetch(`${h2.url}/metrics`)).text()), 10_000, 'slow close');
+      slow.res.resume();
+      await until(() => slow.errors.length === 1, 10_000, 'the error event behind the backlog');
+      const error = JSON.parse(slow.errors[0]!.split('data: ')[1]!) as { code: string; position: number };
+      expect(error.code).toBe('slow_consumer');
+      // Everything up to the reported position was sent, nothing after it.
+      expect(slow.ids).toEqual(all.filter((id) => id <= error.position));
+      const again = await rawStream(`${h2.url}/v1/events/stream?topic=stall:*&since=${error.position}`);
+      await until(() => again.ids.at(-1) === all.at(-1), 20_000, 'the rest');
+      expect(again.ids).toEqual(all.filter((id) => id > error.position));
+      slow.destroy();
+      again.destroy();
     } finally {
       await h2.close();
       await db2.drop();

@@ -147,6 +147,90 @@ describe.skipIf(!haveChromium)('web pages in Chromium', () => {
     await page.close();
   });
 
+  it('/jobs/<unknown id> is a 404 page that says so, and /jobs/<not a number> a 400 page, with no script running and no console error', async () => {
+    const page = await browser.newPage();
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(`pageerror: ${e.message}`));
+    page.on('console', (m) => {
+      // Chromium reports the document's own error status as a console error: that is the
+      // status under test, not a script error.
+      if (m.type() === 'error' && !(m.location().url === page.url() && /status of 40[04]/.test(m.text()))) errors.push(`console: ${m.text()}`);
+    });
+    const missing = await page.goto(`${herald.url}/jobs/987654321`);
+    expect(missing!.status()).toBe(404);
+    expect(await page.textContent('h1')).toBe('Job 987654321 not found');
+    expect(await page.textContent('main')).toContain('There is no job 987654321.');
+    expect(await page.$('[data-job]')).toBeNull();
+    expect(await page.$('script')).toBeNull();
+    expect(await page.getAttribute('meta[name="robots"]', 'content')).toBe('noindex, nofollow');
+    for (const bad of ['abc', '0', '007', '1e3']) {
+      const res = await page.goto(`${herald.url}/jobs/${bad}`);
+      expect(res!.status(), bad).toBe(400);
+      expect(await page.textContent('h1')).toBe('Not a job id');
+      expect(await page.$('script')).toBeNull();
+    }
+    // A real job still gets the live page.
+    const { job } = await herald.jobs.submit({ type: 'takedown', payload: { package: 'y' }, maxAttempts: 1 });
+    expect((await page.goto(`${herald.url}/jobs/${job.id}`))!.status()).toBe(200);
+    await page.waitForFunction(() => document.querySelector('#connection')?.textContent === 'live');
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+
+  it('/events opened after events were published shows them, newest first, then new ones live', async () => {
+    const before = await herald.ctx.log.emitMany(Array.from({ length: 5 }, (_, i) => ({ topic: 'hist:x', type: 'before', data: { i } })));
+    const page = await browser.newPage();
+    await page.goto(`${herald.url}/events`);
+    await page.waitForFunction(() => document.querySelector('#connection')?.textContent === 'live');
+    await page.waitForSelector(`#events li[data-id="${before[4]}"]`);
+    const shown = async () => page.$$eval('#events li', (lis) => lis.map((li) => Number((li as HTMLElement).dataset.id)));
+    expect((await shown()).slice(0, 5)).toEqual([...before].reverse());
+    const [live] = await herald.ctx.log.emitMany([{ topic: 'hist:x', type: 'after' }]);
+    await page.waitForSelector(`#events li[data-id="${live}"]`);
+    expect((await shown()).slice(0, 6)).toEqual([live, ...[...before].reverse()]);
+    await page.close();
+  });
+
+  it('/events keeps its filter and position in the address, and opening that address restores both', async () => {
+    const since = (p: Page) => p.evaluate(() => Number(new URL(location.href).searchParams.get('since') ?? Number.NaN));
+    const page = await browser.newPage();
+    await page.goto(`${herald.url}/events`);
+    await page.waitForFunction(() => document.querySelector('#connection')?.textContent === 'live');
+    await page.fill('#topic', 'rt:a');
+    await page.click('#filter button[type=submit]');
+    await page.waitForFunction(() => new URL(location.href).searchParams.getAll('topic').join() === 'rt:a');
+    await page.waitForFunction(() => document.querySelector('#connection')?.textContent === 'live');
+    const [a1, b1] = await herald.ctx.log.emitMany([
+      { topic: 'rt:a', type: 'one' },
+      { topic: 'rt:b', type: 'other' },
+    ]);
+    await page.waitForSelector(`#events li[data-id="${a1}"]`);
+    await page.waitForFunction((id) => Number(new URL(location.href).searchParams.get('since')) >= id, a1!);
+    const saved = page.url();
+    await page.close();
+
+    // While no page is open: more than the history window of other events, then a match.
+    await herald.ctx.log.emitMany(Array.from({ length: 60 }, (_, i) => ({ topic: 'rt:c', type: 'filler', data: { i } })));
+    const [a2] = await herald.ctx.log.emitMany([{ topic: 'rt:a', type: 'two' }]);
+    const again = await browser.newPage();
+    await again.goto(saved);
+    expect(await again.inputValue('#topic')).toBe('rt:a');
+    await again.waitForSelector(`#events li[data-id="${a2}"]`);
+    await again.waitForFunction(() => document.querySelector('#connection')?.textContent === 'live');
+    // It resumed from the saved position: a1, 60 positions before the head, is shown as the
+    // history before it, and the missed a2 after it; b1 (filtered out) is not.
+    const ids = await again.$$eval('#events li', (lis) => lis.map((li) => Number((li as HTMLElement).dataset.id)));
+    expect(ids).toEqual([a2, a1]);
+    expect(ids).not.toContain(b1);
+    // The address moves on as events arrive.
+    const [a3] = await herald.ctx.log.emitMany([{ topic: 'rt:a', type: 'three' }]);
+    await again.waitForSelector(`#events li[data-id="${a3}"]`);
+    await again.waitForFunction((id) => Number(new URL(location.href).searchParams.get('since')) >= id, a3!);
+    expect(await since(again)).toBeGreaterThanOrEqual(a3!);
+    expect(new URL(again.url()).searchParams.getAll('topic')).toEqual(['rt:a']);
+    await again.close();
+  });
+
   it('every page renders at desktop and phone widths (screenshots in test-output/screenshots)', async () => {
     await until(async () => (await fetch(`${herald.url}/api/packages/web-pkg`)).status === 200, 20_000, 'the export of web-pkg');
     const page = await browser.newPage();

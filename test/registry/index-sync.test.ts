@@ -1,5 +1,5 @@
 /**
- * Index webhook and sync, against the real crates.io-index sample in ../shared and an index
+ * Index webhook and sync, against the real crates.io-index sample in test/fixtures and an index
  * generated here, through the real webhook, job queue and workers.
  */
 import { createHmac } from 'node:crypto';
@@ -20,9 +20,9 @@ import { verifySignature } from '../../src/registry/webhook.ts';
 import { createTestDatabase } from '../support/db.ts';
 import { startTestHerald, type TestHerald, until } from '../support/herald.ts';
 
-const SAMPLE = fileURLToPath(new URL('../../../shared/fixtures/crates-index-sample', import.meta.url));
-// The real-index sample lives in shared/, beside the repository (as on the team's machines and CI).
-if (!existsSync(path.join(SAMPLE, 'config.json'))) throw new Error(`the crates.io-index sample is missing: expected ${SAMPLE} (shared/ beside the repository)`);
+// Real files from rust-lang/crates.io-index, kept in the repository (test/fixtures/SOURCE.md).
+const SAMPLE = fileURLToPath(new URL('../fixtures/crates-index-sample', import.meta.url));
+if (!existsSync(path.join(SAMPLE, 'config.json'))) throw new Error(`the crates.io-index sample is missing: expected ${SAMPLE} (test/fixtures/SOURCE.md)`);
 const SECRET = 'webhook-secret-1';
 const cleanups: (() => Promise<unknown>)[] = [];
 afterAll(async () => {

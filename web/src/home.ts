@@ -1,5 +1,5 @@
 /** /: live figures: the log head (from checkpoints), connected clients and job counts. */
-import { connect } from '../../src/client/index.ts';
+import { connect } from 'herald-client';
 
 const headEl = document.querySelector<HTMLElement>('#head')!;
 const clientsEl = document.querySelector<HTMLElement>('#clients')!;

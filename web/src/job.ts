@@ -4,7 +4,7 @@
  * client library (or long-poll where WebSocket fails), deduplicated by log id, so a server
  * restart or a level change never loses or repeats a line.
  */
-import { connect, type HeraldConnection, type HeraldEvent } from '../../src/client/index.ts';
+import { connect, type HeraldConnection, type HeraldEvent } from 'herald-client';
 
 interface Job { id: number; status: string; error: string | null; attempts: number; type: string }
 interface Line { id: number; level: string; message: string; at: string; truncated?: boolean }
@@ -70,6 +70,14 @@ async function longPoll(since: number, min: number, gen: number): Promise<void> 
   }
 }
 
+/** GET a JSON answer; a non-2xx status is an error naming the route and the server's message. */
+async function getJson<T>(url: string): Promise<T> {
+  const r = await fetch(url);
+  if (r.ok) return (await r.json()) as T;
+  const body = (await r.json().catch(() => null)) as { error?: { message?: string } } | null;
+  throw new Error(`GET ${url} answered ${r.status}${body?.error?.message ? `: ${body.error.message}` : ''}`);
+}
+
 async function start(): Promise<void> {
   const gen = ++generation;
   conn?.close();
@@ -77,15 +85,15 @@ async function start(): Promise<void> {
   seen = new Set();
   logEl.replaceChildren();
   const min = LEVELS.indexOf(levelEl.value);
-  const { head } = (await (await fetch('/v1/head')).json()) as { head: number };
+  const { head } = await getJson<{ head: number }>('/v1/head');
   // History up to `head` (and possibly a little past it: duplicates are dropped by id).
   for (let since = 0; ; ) {
-    const r = (await (await fetch(`/api/v1/jobs/${jobId}/logs?since=${since}&level=${levelEl.value}&limit=1000`)).json()) as { logs: Line[]; next: number };
+    const r = await getJson<{ logs: Line[]; next: number }>(`/api/v1/jobs/${jobId}/logs?since=${since}&level=${levelEl.value}&limit=1000`);
     for (const l of r.logs) append(l, min);
     if (r.logs.length < 1000) break;
     since = r.next;
   }
-  renderStatus((await (await fetch(`/api/v1/jobs/${jobId}`)).json()) as Job);
+  renderStatus(await getJson<Job>(`/api/v1/jobs/${jobId}`));
   if (gen !== generation) return;
   if (typeof WebSocket === 'undefined') return void longPoll(head, min, gen);
   let opened = false;
@@ -109,5 +117,7 @@ async function start(): Promise<void> {
   });
 }
 
-levelEl.addEventListener('change', () => void start());
-void start();
+// A failed start (the server unreachable or refusing) is shown, not left as a script error.
+const begin = () => start().catch((err: Error) => (connEl.textContent = `stopped: ${err.message}`));
+levelEl.addEventListener('change', () => void begin());
+void begin();

@@ -18,6 +18,18 @@ export interface HeraldEvent<T = unknown> {
 
 export type ClientState = 'connecting' | 'open' | 'reconnecting' | 'closed';
 
+/** Why the connection is about to reconnect, and when (`onReconnect`). */
+export interface ReconnectInfo {
+  /** 1 for the first retry after a working connection, then 2, 3, … until one is subscribed again. */
+  attempt: number;
+  /** Wait before this attempt, in ms (jitter included). */
+  delayMs: number;
+  /** One line for people: `server: shutting_down`, `connection closed: 1006`, `connection failed: connect ECONNREFUSED …`. */
+  reason: string;
+  /** The server's wire code when the server said why (`shutting_down`, `slow_consumer`, `unavailable`, …). */
+  code?: string;
+}
+
 /** An error the server reported that ends the subscription (the caller decides what next). */
 export class HeraldClientError extends Error {
   override readonly name = 'HeraldClientError';
@@ -60,6 +72,8 @@ export interface ConnectOptions<T = unknown> {
   /** A fatal error: the connection is closed and will not reconnect. */
   onError?(error: HeraldClientError): void;
   onStateChange?(state: ClientState): void;
+  /** Called each time a reconnect is scheduled, with the reason and the delay (after `onStateChange('reconnecting')`). */
+  onReconnect?(info: ReconnectInfo): void;
   /** Reconnect backoff: starts at `initialMs` (default 100), doubles to `maxMs` (default 10 s), with jitter. */
   backoff?: { initialMs?: number; maxMs?: number };
   /** WebSocket implementation; defaults to the global one, or `ws` in Node. */
@@ -78,6 +92,9 @@ export interface HeraldConnection {
 
 /** Server error codes after which retrying the same subscription cannot succeed. */
 const FATAL = new Set(['cursor_expired', 'epoch_mismatch', 'cursor_ahead', 'forbidden', 'bad_request', 'unauthorized', 'not_found']);
+
+/** Close codes the server sends with a meaning of its own (docs/protocol.md "Close codes"), as wire codes. */
+const CLOSE_CODE_WIRE: Record<number, string> = { 1001: 'shutting_down', 1008: 'rate_limited', 4008: 'slow_consumer' };
 
 function wsUrl(url: string, token: string | undefined): string {
   const u = new URL(url);
@@ -106,6 +123,10 @@ export function connect<T = unknown>(opts: ConnectOptions<T>): HeraldConnection 
   let socket: WebSocketLike | null = null;
   let attempt = 0;
   let timer: ReturnType<typeof setTimeout> | null = null;
+  // Why the current socket is ending, for onReconnect: the server's error code that made us
+  // close it, or the error the socket reported (Node's `ws` says what failed; browsers do not).
+  let retryCode: string | undefined;
+  let socketError: string | undefined;
   let resolveReady!: () => void;
   let rejectReady!: (err: Error) => void;
   const ready = new Promise<void>((res, rej) => {
@@ -129,15 +150,17 @@ export function connect<T = unknown>(opts: ConnectOptions<T>): HeraldConnection 
     opts.onError?.(err);
   };
 
-  const scheduleReconnect = () => {
+  const scheduleReconnect = (reason: string, code: string | undefined) => {
     if (closed()) return;
     setState('reconnecting');
     const base = Math.min(maxMs, initialMs * 2 ** Math.min(attempt, 20));
     attempt++;
+    const delayMs = base * (0.5 + Math.random() / 2);
     timer = setTimeout(() => {
       timer = null;
       void open();
-    }, base * (0.5 + Math.random() / 2));
+    }, delayMs);
+    opts.onReconnect?.({ attempt, delayMs: Math.round(delayMs), reason, ...(code ? { code } : {}) });
   };
 
   const onMessage = (raw: string) => {
@@ -176,8 +199,11 @@ export function connect<T = unknown>(opts: ConnectOptions<T>): HeraldConnection 
         const { op: _op, code, message, ...details } = msg;
         const err = new HeraldClientError(String(code), String(message), details);
         if (FATAL.has(err.code)) fail(err);
-        // Anything else (the database restarting…): start over from our position.
-        else socket?.close(4000, 'retry');
+        else {
+          // Anything else (the database restarting…): start over from our position.
+          retryCode = err.code;
+          socket?.close(4000, 'retry');
+        }
         return;
       }
       default:
@@ -197,7 +223,11 @@ export function connect<T = unknown>(opts: ConnectOptions<T>): HeraldConnection 
     if (closed()) return;
     const ws = new Ctor(wsUrl(opts.url, opts.token));
     socket = ws;
+    retryCode = undefined;
+    socketError = undefined;
+    let opened = false;
     ws.onopen = () => {
+      opened = true;
       const since = position ?? opts.since ?? 'now';
       ws.send(JSON.stringify({ op: 'subscribe', topics: opts.topics, since, ...(epoch ? { epoch } : {}) }));
     };
@@ -207,16 +237,34 @@ export function connect<T = unknown>(opts: ConnectOptions<T>): HeraldConnection 
     ws.onerror = (ev) => {
       // Node's `ws` reports a refused upgrade with its status; retrying cannot fix 401/403/404.
       // (Browsers do not expose the status: there the client keeps retrying with backoff.)
-      const m = /Unexpected server response: (40[134])/.exec(String((ev as { message?: unknown })?.message ?? ''));
+      const message = (ev as { message?: unknown } | null)?.message;
+      if (typeof message === 'string' && message !== '' && socket === ws) socketError = message;
+      const m = /Unexpected server response: (40[134])/.exec(String(message ?? ''));
       if (m && socket === ws) {
         const code = { '401': 'unauthorized', '403': 'forbidden', '404': 'not_found' }[m[1] as '401' | '403' | '404'];
         fail(new HeraldClientError(code, `the server refused the connection (${m[1]})`, {}));
+        return;
+      }
+      // A connection that failed before opening: some implementations (Node 22's built-in
+      // WebSocket, nodejs/undici#3546) fire `error` and never `close`. Treat it as closed
+      // here; the `close` that other implementations send next finds the socket replaced.
+      if (!opened && socket === ws) {
+        socket = null;
+        try {
+          ws.close();
+        } catch {
+          // Closing a socket that never opened may throw; it is abandoned either way.
+        }
+        scheduleReconnect(`connection failed: ${socketError ?? 'error'}`, undefined);
       }
     };
-    ws.onclose = () => {
+    ws.onclose = (ev) => {
       if (socket !== ws) return;
       socket = null;
-      scheduleReconnect();
+      const code = retryCode ?? CLOSE_CODE_WIRE[ev.code];
+      if (code) scheduleReconnect(`server: ${code}`, code);
+      else if (!opened && socketError) scheduleReconnect(`connection failed: ${socketError}`, undefined);
+      else scheduleReconnect(`connection closed: ${ev.code}`, undefined);
     };
   };
 

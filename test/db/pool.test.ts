@@ -1,0 +1,37 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createPool } from '../../src/db/pool.ts';
+import { createLogger } from '../../src/logger.ts';
+import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { until } from '../support/herald.ts';
+
+let db: TestDatabase;
+beforeAll(async () => {
+  db = await createTestDatabase();
+});
+afterAll(async () => {
+  await db.drop();
+});
+
+describe('createPool', () => {
+  it('a checked-out client whose backend is terminated between queries (57P01) raises no unhandled error; its next query fails and release(err) discards it', async () => {
+    const pool = createPool(db.url, 2, createLogger('silent'));
+    try {
+      const client = await pool.connect();
+      // pg-pool's own listener is on idle clients only; without one here, the 'error' event
+      // below would be an uncaught exception (vitest reports it and the run fails).
+      expect(client.listenerCount('error')).toBeGreaterThan(0);
+      const { rows } = await client.query<{ pid: number }>('select pg_backend_pid() as pid');
+      const pid = rows[0]!.pid;
+      await pool.query('select pg_terminate_backend($1)', [pid]);
+      await until(async () => (await pool.query('select 1 from pg_stat_activity where pid = $1', [pid])).rowCount === 0, 5000, 'the backend to exit');
+      // Its FATAL 57P01 message has been sent; give the client a moment to read it.
+      await new Promise((r) => setTimeout(r, 100));
+      const err = await client.query('select 1').catch((e: unknown) => e as Error);
+      expect(err).toBeInstanceOf(Error);
+      client.release(err as Error);
+      expect((await pool.query<{ one: number }>('select 1 as one')).rows).toEqual([{ one: 1 }]);
+    } finally {
+      await pool.end();
+    }
+  });
+});
