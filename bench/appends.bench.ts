@@ -2,7 +2,7 @@
  * Append throughput: Herald's commit-ordered append against plain INSERT + NOTIFY (the
  * baseline, same database, same run). 8 concurrent producers, single events and batches.
  */
-import pg from 'pg';
+import type pg from 'pg';
 import { createPool } from '../src/db/pool.ts';
 import { createLogger } from '../src/logger.ts';
 import { benchDatabase, printTable, type Row } from './support.ts';
@@ -33,10 +33,10 @@ const variants: { name: string; events: number; step: Step }[] = [
     name: 'baseline: INSERT + NOTIFY (1 statement)',
     events: 1,
     step: (c, i) =>
-      c.query(
-        `with ins as (insert into public.plain_events (topic, type, data) values ($1, 't', $2) returning id) select pg_notify('plain', '') from ins`,
-        [`bench:${i % 16}`, `{"i":${i}}`],
-      ),
+      c.query(`with ins as (insert into public.plain_events (topic, type, data) values ($1, 't', $2) returning id) select pg_notify('plain', '') from ins`, [
+        `bench:${i % 16}`,
+        `{"i":${i}}`,
+      ]),
   },
   { name: 'herald.append (TS emit)', events: 1, step: (c, i) => c.query('select herald.append($1::jsonb)', [one(i)]) },
   {

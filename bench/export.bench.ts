@@ -33,7 +33,17 @@ export async function run(): Promise<Row[]> {
       [PACKAGES, archive, archive.length],
     );
     const config = loadConfig(
-      { port: 0, host: '127.0.0.1', databaseUrl: db.url, logLevel: 'warn', workers: 2, exporter: true, exportBucketUrl: `file://${dir}`, runtimeVersion: '2026.11.22', retentionMaxAgeMs: 0 },
+      {
+        port: 0,
+        host: '127.0.0.1',
+        databaseUrl: db.url,
+        logLevel: 'warn',
+        workers: 2,
+        exporter: true,
+        exportBucketUrl: `file://${dir}`,
+        runtimeVersion: '2026.11.22',
+        retentionMaxAgeMs: 0,
+      },
       {},
     );
     const herald = await startHerald(config, { skipMigrations: true, logger: createLogger('warn'), runExporter: false });
@@ -42,7 +52,13 @@ export async function run(): Promise<Row[]> {
       const t0 = performance.now();
       const full = await herald.exporter.exportAll();
       const fullS = (performance.now() - t0) / 1000;
-      rows.push({ run: `full export, ${PACKAGES} packages × ${VERSIONS} versions`, seconds: fullS, 'packages/s': PACKAGES / fullS, written: full.written, unchanged: full.skipped });
+      rows.push({
+        run: `full export, ${PACKAGES} packages × ${VERSIONS} versions`,
+        seconds: fullS,
+        'packages/s': PACKAGES / fullS,
+        written: full.written,
+        unchanged: full.skipped,
+      });
       const t1 = performance.now();
       const again = await herald.exporter.exportAll();
       const againS = (performance.now() - t1) / 1000;
@@ -75,7 +91,13 @@ export async function run(): Promise<Row[]> {
         latencies.push(performance.now() - t);
       }
       latencies.sort((a, b) => a - b);
-      rows.push({ run: `continuous: publish → listing visible (${PUBLISHES} publishes)`, seconds: '', 'packages/s': '', written: `p50 ${percentile(latencies, 50).toFixed(1)} ms`, unchanged: `p99 ${percentile(latencies, 99).toFixed(1)} ms` });
+      rows.push({
+        run: `continuous: publish → listing visible (${PUBLISHES} publishes)`,
+        seconds: '',
+        'packages/s': '',
+        written: `p50 ${percentile(latencies, 50).toFixed(1)} ms`,
+        unchanged: `p99 ${percentile(latencies, 99).toFixed(1)} ms`,
+      });
     } finally {
       await live.close();
     }

@@ -6,7 +6,7 @@
  */
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
+import type pg from 'pg';
 import { createPool } from '../src/db/pool.ts';
 import { createLogger } from '../src/logger.ts';
 import { peer, type Stats } from './peers/ipc.ts';
@@ -124,11 +124,21 @@ export async function run(): Promise<Row[]> {
         const b = median(heraldRates);
         // b/a within each repetition (raw and Herald run back to back), then the median.
         const ba = median(heraldRates.map((h, i) => h / rawRates[i]!));
-        rows.push({ clients: n, topics: own ? 'one each' : 'all on one', events, 'raw ws deliveries/s': Math.round(a), 'herald deliveries/s': Math.round(b), 'b/a': ba });
+        rows.push({
+          clients: n,
+          topics: own ? 'one each' : 'all on one',
+          events,
+          'raw ws deliveries/s': Math.round(a),
+          'herald deliveries/s': Math.round(b),
+          'b/a': ba,
+        });
         console.error(`fanout: ${n} clients, ${own ? 'own topics' : 'one topic'}: raw ${Math.round(a)}/s, herald ${Math.round(b)}/s`);
       }
     }
-    printTable(`Fan-out throughput (deliveries/s, median of ${REPEATS}; b/a = Herald end to end ÷ bare ws broadcast, paired within each repetition, median)`, rows);
+    printTable(
+      `Fan-out throughput (deliveries/s, median of ${REPEATS}; b/a = Herald end to end ÷ bare ws broadcast, paired within each repetition, median)`,
+      rows,
+    );
 
     // Below saturation: CPU per delivery and commit-to-client latency. Windows alternate
     // between the servers; each figure is the median of REPEATS windows.
@@ -147,7 +157,9 @@ export async function run(): Promise<Row[]> {
         // are compared under the same machine load.
         const background = side === 'raw ws, same commits' ? paced(pool, PACED_RATE, PACED_SECONDS) : null;
         const sent =
-          side === 'herald' ? await paced(pool, PACED_RATE, PACED_SECONDS) : await raw.call<number>('paced', { perSecond: PACED_RATE, seconds: PACED_SECONDS, own: false });
+          side === 'herald'
+            ? await paced(pool, PACED_RATE, PACED_SECONDS)
+            : await raw.call<number>('paced', { perSecond: PACED_RATE, seconds: PACED_SECONDS, own: false });
         await background;
         await waitForCount(clients, sent * n, 30_000);
         const after = await server.call<Stats>('stats', { gc: false });
@@ -163,10 +175,15 @@ export async function run(): Promise<Row[]> {
       for (let rep = 0; rep < PACED_REPEATS; rep++) {
         for (const n of [PACED_CLIENTS, 1]) {
           for (const side of sides) {
-            const profile = CPU_PROF_DIR && rep === 0 && n > 1 && side !== 'raw ws, same commits' ? `${CPU_PROF_DIR}/${side === 'herald' ? 'herald' : 'raw'}-paced.cpuprofile` : null;
+            const profile =
+              CPU_PROF_DIR && rep === 0 && n > 1 && side !== 'raw ws, same commits'
+                ? `${CPU_PROF_DIR}/${side === 'herald' ? 'herald' : 'raw'}-paced.cpuprofile`
+                : null;
             const w = await window(side, n, profile);
             runs.set(`${side}/${n}`, [...(runs.get(`${side}/${n}`) ?? []), w]);
-            console.error(`paced ${side}, ${n} clients: ${w.events} events, ${w.deliveries} deliveries, ${((w.cpuUs / w.deliveries)).toFixed(2)} CPU µs per delivery`);
+            console.error(
+              `paced ${side}, ${n} clients: ${w.events} events, ${w.deliveries} deliveries, ${(w.cpuUs / w.deliveries).toFixed(2)} CPU µs per delivery`,
+            );
           }
         }
       }
@@ -211,7 +228,13 @@ export async function run(): Promise<Row[]> {
         const held = await clients.call<number>('open', { url, n: IDLE_CONNECTIONS, herald: side === 'herald', own: true });
         await new Promise((r) => setTimeout(r, 1000));
         const after = await server.call<Stats>('stats');
-        idleRows.push({ server: side, 'connections held': held, 'RSS before MiB': before.rss / 2 ** 20, 'RSS after MiB': after.rss / 2 ** 20, 'KiB per connection': (after.rss - before.rss) / 1024 / held });
+        idleRows.push({
+          server: side,
+          'connections held': held,
+          'RSS before MiB': before.rss / 2 ** 20,
+          'RSS after MiB': after.rss / 2 ** 20,
+          'KiB per connection': (after.rss - before.rss) / 1024 / held,
+        });
         await clients.call('closeAll');
       } finally {
         server.kill();

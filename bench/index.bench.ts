@@ -23,7 +23,14 @@ export async function run(): Promise<Row[]> {
       const n = 1 + (i % 10);
       const lines = Array.from({ length: n }, (_, v) => {
         versions++;
-        return JSON.stringify({ name, vers: `0.${v}.0`, deps: [{ name: 'dep', req: '^1', features: [], optional: false, default_features: true, target: null, kind: 'normal' }], cksum: createHash('sha256').update(`${name}${v}`).digest('hex'), features: {}, yanked: v === 3 });
+        return JSON.stringify({
+          name,
+          vers: `0.${v}.0`,
+          deps: [{ name: 'dep', req: '^1', features: [], optional: false, default_features: true, target: null, kind: 'normal' }],
+          cksum: createHash('sha256').update(`${name}${v}`).digest('hex'),
+          features: {},
+          yanked: v === 3,
+        });
       });
       const file = path.join(dir, indexPath(name));
       await mkdir(path.dirname(file), { recursive: true });

@@ -102,8 +102,13 @@ async function heraldHttp(url: string): Promise<Result> {
       await new Promise((r) => setTimeout(r, 5));
     }
     const elapsed = performance.now() - t0;
-    const { rows } = await pool.query<{ ms: number }>(`select extract(epoch from (started_at - created_at)) * 1000 as ms from herald.jobs where type = 'retract'`);
-    return summarize(rows.map((r) => Number(r.ms)), elapsed);
+    const { rows } = await pool.query<{ ms: number }>(
+      `select extract(epoch from (started_at - created_at)) * 1000 as ms from herald.jobs where type = 'retract'`,
+    );
+    return summarize(
+      rows.map((r) => Number(r.ms)),
+      elapsed,
+    );
   } finally {
     await pool.end();
     await h.close();
@@ -143,7 +148,8 @@ export async function run(): Promise<Row[]> {
   const db = await benchDatabase();
   try {
     const rows: Row[] = [];
-    const add = (name: string, r: Result) => rows.push({ system: name, jobs: JOBS, 'jobs/s': Math.round(r.jobsPerS), 'submit→start p50 ms': r.p50, 'submit→start p99 ms': r.p99 });
+    const add = (name: string, r: Result) =>
+      rows.push({ system: name, jobs: JOBS, 'jobs/s': Math.round(r.jobsPerS), 'submit→start p50 ms': r.p50, 'submit→start p99 ms': r.p99 });
     add('graphile-worker 0.17 (add_job)', await graphile(db.url));
     add('herald (SQL herald.submit_job)', await herald(db.url, 'sql'));
     add('herald (JobStore.submit, as the API)', await herald(db.url, 'api'));

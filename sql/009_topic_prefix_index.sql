@@ -3,20 +3,21 @@
 -- A filtered catch-up reads one (topic, id) index range per topic (src/events/log.ts,
 -- READ_FILTERED_SQL). For a pattern that takes ranges of topics by their leading bytes:
 -- `job:1*` is every topic t with 'job:1' <= t < 'job:2' in byte order. The index of 001
--- sorts topics in the database's collation, where that is not so (en_US ignores
--- punctuation at first: 'job:1' < 'job1' < 'job:10'), so it cannot serve a pattern. This
--- one sorts them bytewise. It replaces the old one rather than sitting beside it: every
--- append writes every index, and this one answers the exact-topic reads as well. (The old
--- one was never used by a filtered read anyway: the `OR EXISTS` in the old statement kept
--- PostgreSQL from it.)
+-- sorts topics in the database's collation, in which the topics that start with a prefix
+-- need not be one range (glibc's en_US ignores punctuation at first, so 'job1' sorts among
+-- 'job:1', 'job:10', …), so it cannot serve a pattern. This one sorts them bytewise.
+--
+-- It replaces the old one rather than sitting beside it: every append writes every index,
+-- and this one serves the exact-topic reads as well. (The old one was never used by a
+-- filtered read anyway: the `OR EXISTS` in the old statement kept PostgreSQL from it.)
 --
 -- A query uses this index only if its comparisons say `collate "C"` (the column keeps the
 -- database's collation); EventLog's do.
 --
 -- The rejected alternative: `text_pattern_ops`, which does the same for `~>=~`/`~<~` and
--- LIKE 'p%' but not for `=`/`<`/ORDER BY, so every query would need its operators.
+-- LIKE 'p%' but not for `<` or ORDER BY, so every query would need its operators.
 --
--- Building it blocks appends (not reads) while it runs: about 2 s per million events. On a
+-- Building it blocks appends (not reads) while it runs: seconds per million events. On a
 -- large log, build it beforehand without blocking, and this migration then skips it:
 --   create index concurrently events_topic_c_id_idx on herald.events (topic collate "C", id);
 --   drop index concurrently herald.events_topic_id_idx;

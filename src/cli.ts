@@ -93,7 +93,8 @@ export function buildCli(): Command {
 
   withCommon(program.command('worker').description('run job workers only (no HTTP); HERALD_WORKERS sets how many')).action(async (flags: CommonFlags) => {
     const { config, unknown } = resolveFrom(flags);
-    if (!config.databaseUrl) throw new HeraldError('HERALD_ERR_CONFIG', 'herald worker needs DATABASE_URL (or --database-url): it joins an existing deployment');
+    if (!config.databaseUrl)
+      throw new HeraldError('HERALD_ERR_CONFIG', 'herald worker needs DATABASE_URL (or --database-url): it joins an existing deployment');
     const logger = createLogger(config.logLevel, undefined, config.logFormat);
     warnUnknown(logger, unknown);
     const signals = handleStopSignals({ logger });
@@ -123,11 +124,15 @@ export function buildCli(): Command {
             }
           });
           if (tty) process.stderr.write('\n');
-          console.log(`export: ${counts.written} written, ${counts.skipped} unchanged, ${counts.deleted} deleted in ${((Date.now() - t0) / 1000).toFixed(1)} s (${herald.bucket.id})`);
+          console.log(
+            `export: ${counts.written} written, ${counts.skipped} unchanged, ${counts.deleted} deleted in ${((Date.now() - t0) / 1000).toFixed(1)} s (${herald.bucket.id})`,
+          );
         }
         if (flags.gc) {
           const r = await herald.exporter.gc();
-          console.log(`gc: ${r.deletedObjects} objects deleted; old prefixes removed: ${r.deletedPrefixes.join(', ') || 'none'}; ${r.strays.length} stray objects reported`);
+          console.log(
+            `gc: ${r.deletedObjects} objects deleted; old prefixes removed: ${r.deletedPrefixes.join(', ') || 'none'}; ${r.strays.length} stray objects reported`,
+          );
         }
       } finally {
         await herald.close();

@@ -4,20 +4,15 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { fileURLToPath } from 'node:url';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { EXIT_CODES } from '../src/errors.ts';
 import { createTestDatabase, type TestDatabase } from './support/db.ts';
 import { publish, startTestHerald, type TestHerald, until } from './support/herald.ts';
 import { freePort } from './support/ports.ts';
+import { HERALD_BIN, trackProcesses } from './support/processes.ts';
 
-const BIN = fileURLToPath(new URL('../bin/herald.js', import.meta.url));
-const children = new Set<ChildProcess>();
-const cleanups: (() => Promise<unknown>)[] = [];
-afterAll(async () => {
-  for (const c of children) c.kill('SIGKILL');
-  for (const c of cleanups.reverse()) await c().catch(() => undefined);
-});
+const BIN = HERALD_BIN;
+const { children, cleanups } = trackProcesses();
 
 interface Tail {
   child: ChildProcess;

@@ -4,8 +4,7 @@ import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { connect, type HeraldEvent } from 'herald-client';
 import { createPool } from '../src/db/pool.ts';
 import { EventLog } from '../src/events/log.ts';
@@ -14,17 +13,16 @@ import { createTestDatabase } from './support/db.ts';
 import { until } from './support/herald.ts';
 import { freePort } from './support/ports.ts';
 import { openWs } from './support/ws.ts';
+import { HERALD_BIN, trackProcesses } from './support/processes.ts';
 
-const BIN = fileURLToPath(new URL('../bin/herald.js', import.meta.url));
-const children = new Set<ChildProcess>();
-const cleanups: (() => Promise<unknown>)[] = [];
-afterAll(async () => {
-  for (const c of children) c.kill('SIGKILL');
-  for (const c of cleanups.reverse()) await c().catch(() => undefined);
-});
+const BIN = HERALD_BIN;
+const { children, cleanups } = trackProcesses();
 
 function run(args: string[], env: Record<string, string>): { child: ChildProcess; out: string[]; err: string[] } {
-  const child = spawn(process.execPath, [BIN, ...args], { env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [BIN, ...args], {
+    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   children.add(child);
   child.on('exit', () => children.delete(child));
   const out: string[] = [];
@@ -54,8 +52,12 @@ describe('herald CLI', () => {
 
     const received: HeraldEvent[][] = [[], [], []];
     const topics = [['r:a'], ['r:*'], ['*']];
-    const conns = received.map((list, i) => connect({ url, topics: topics[i]!, since: 0, backoff: { initialMs: 50, maxMs: 200 }, onEvent: (e) => list.push(e) }));
-    cleanups.push(async () => conns.forEach((c) => c.close()));
+    const conns = received.map((list, i) =>
+      connect({ url, topics: topics[i]!, since: 0, backoff: { initialMs: 50, maxMs: 200 }, onEvent: (e) => list.push(e) }),
+    );
+    cleanups.push(async () => {
+      for (const c of conns) c.close();
+    });
     await Promise.all(conns.map((c) => c.ready));
     const raw = await openWs(url);
     raw.send({ op: 'subscribe', topics: ['r:a'], since: 0 });
@@ -65,10 +67,15 @@ describe('herald CLI', () => {
     let n = 0;
     const producer = (async () => {
       while (producing) {
-        await log.emitMany([{ topic: n % 2 ? 'r:a' : 'r:b', type: 't', data: n }, { topic: 's:c', type: 't', data: n }]).then(
-          () => (n += 1),
-          () => undefined,
-        );
+        await log
+          .emitMany([
+            { topic: n % 2 ? 'r:a' : 'r:b', type: 't', data: n },
+            { topic: 's:c', type: 't', data: n },
+          ])
+          .then(
+            () => (n += 1),
+            () => undefined,
+          );
         await new Promise((r) => setTimeout(r, 5));
       }
     })();
@@ -149,7 +156,11 @@ describe('herald CLI', () => {
     ]);
     const tail = run(['tail', '--url', `http://127.0.0.1:${port}`, '--topic', 'tail:*', '--since', '0'], {});
     await until(() => tail.out.join('').trim().split('\n').length >= 2, 15_000, 'tail output');
-    const lines = tail.out.join('').trim().split('\n').map((l) => JSON.parse(l));
+    const lines = tail.out
+      .join('')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(lines.map((l) => [l.id, l.topic, l.data])).toEqual([
       [ids[0], 'tail:a', { n: 1 }],
       [ids[2], 'tail:b', 'two'],

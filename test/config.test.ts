@@ -35,7 +35,9 @@ describe('config', () => {
   });
 
   it('checks combinations', () => {
-    expect(() => loadConfig({}, { HERALD_POLL_DEFAULT_LIMIT: '500', HERALD_POLL_MAX_LIMIT: '100' })).toThrow(/pollDefaultLimit \(500\) must not exceed pollMaxLimit \(100\)/);
+    expect(() => loadConfig({}, { HERALD_POLL_DEFAULT_LIMIT: '500', HERALD_POLL_MAX_LIMIT: '100' })).toThrow(
+      /pollDefaultLimit \(500\) must not exceed pollMaxLimit \(100\)/,
+    );
   });
 
   it('redactConfig hides secrets', () => {
@@ -55,11 +57,22 @@ describe('config', () => {
   });
 
   it('an invalid configuration is reported on one line', () => {
-    expect(() => loadConfig({}, { PORT: 'eighty', HERALD_POLL_MAX_LIMIT: '0' })).toThrow(/^invalid configuration: [^\n]*port \(PORT="eighty"\)[^\n]*; pollMaxLimit/);
+    expect(() => loadConfig({}, { PORT: 'eighty', HERALD_POLL_MAX_LIMIT: '0' })).toThrow(
+      /^invalid configuration: [^\n]*port \(PORT="eighty"\)[^\n]*; pollMaxLimit/,
+    );
   });
 
   it('redaction hides only the password of DATABASE_URL, and hides tokens whole', () => {
-    const r = redactConfig(loadConfig({}, { DATABASE_URL: 'postgres://alice:hunter2@db.example:6432/app', HERALD_READ_TOKENS: 'r1,r2', HERALD_HEALTHCHECK_URL: 'https://hc-ping.com/uuid-secret' }));
+    const r = redactConfig(
+      loadConfig(
+        {},
+        {
+          DATABASE_URL: 'postgres://alice:hunter2@db.example:6432/app',
+          HERALD_READ_TOKENS: 'r1,r2',
+          HERALD_HEALTHCHECK_URL: 'https://hc-ping.com/uuid-secret',
+        },
+      ),
+    );
     expect(r.databaseUrl).toBe('postgres://alice:***@db.example:6432/app');
     expect(r.readTokens).toEqual(['[redacted]', '[redacted]']);
     expect(r.healthcheckUrl).toBe('[redacted]');
@@ -70,9 +83,16 @@ describe('config', () => {
 
   it('herald config --resolved shows each value with its source, tells an empty list from a set one, and never a secret', () => {
     const table = resolvedTable(
-      resolveConfig({ port: '9100' }, { DATABASE_URL: 'postgres://alice:hunter2@db.example/app', HERALD_PUBLISH_TOKENS: 'sekrit', HERALD_PRIVATE_TOPIC_PREFIXES: 'private:' }),
+      resolveConfig(
+        { port: '9100' },
+        { DATABASE_URL: 'postgres://alice:hunter2@db.example/app', HERALD_PUBLISH_TOKENS: 'sekrit', HERALD_PRIVATE_TOPIC_PREFIXES: 'private:' },
+      ),
     );
-    const row = (variable: string) => table.split('\n').find((l) => l.startsWith(`${variable} `))?.split(/\s{2,}/);
+    const row = (variable: string) =>
+      table
+        .split('\n')
+        .find((l) => l.startsWith(`${variable} `))
+        ?.split(/\s{2,}/);
     expect(table.split('\n')[0]).toMatch(/^VARIABLE\s+VALUE\s+SOURCE$/);
     expect(row('PORT')).toEqual(['PORT', '9100', 'flag']);
     expect(row('DATABASE_URL')).toEqual(['DATABASE_URL', 'postgres://alice:***@db.example/app', 'env']);

@@ -10,25 +10,21 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { EXIT_CODES } from '../src/errors.ts';
 import { createTestDatabase } from './support/db.ts';
 import { LineCollector } from './support/lines.ts';
 import { freePort } from './support/ports.ts';
+import { HERALD_BIN, trackProcesses } from './support/processes.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
-/** The command line that runs `herald <args>`: the TypeScript source through tsx, for now. */
+/** The command line that runs `herald <args>`: the compiled command, as users run it. */
 function heraldCommand(args: string[]): { command: string; args: string[] } {
-  return { command: process.execPath, args: ['--import', 'tsx', path.join(ROOT, 'src/cli.ts'), ...args] };
+  return { command: process.execPath, args: [HERALD_BIN, ...args] };
 }
 
-const children = new Set<ChildProcess>();
-const cleanups: (() => Promise<unknown>)[] = [];
-afterAll(async () => {
-  for (const c of children) c.kill('SIGKILL');
-  for (const c of cleanups.reverse()) await c().catch(() => undefined);
-});
+const { children, cleanups } = trackProcesses();
 
 interface Run {
   child: ChildProcess;

@@ -51,7 +51,9 @@ serve({
     const start = sockets.length;
     for (let i = 0; i < (n as number); i += 200) {
       await Promise.all(
-        Array.from({ length: Math.min(200, (n as number) - i) }, (_, j) => openOne(url as string, herald ? (own ? `bench:${start + i + j}` : 'bench:all') : null)),
+        Array.from({ length: Math.min(200, (n as number) - i) }, (_, j) =>
+          openOne(url as string, herald ? (own ? `bench:${start + i + j}` : 'bench:all') : null),
+        ),
       );
     }
     return sockets.length;

@@ -4,7 +4,18 @@ import { startHerald } from '../../src/herald.ts';
 import { serve, stats } from './ipc.ts';
 
 const herald = await startHerald(
-  loadConfig({ port: 0, host: '127.0.0.1', databaseUrl: process.env.BENCH_DATABASE_URL, logLevel: 'warn', retentionMaxAgeMs: 0, wsPingIntervalMs: 600_000, ...JSON.parse(process.env.BENCH_HERALD_CONFIG ?? '{}') }, {}),
+  loadConfig(
+    {
+      port: 0,
+      host: '127.0.0.1',
+      databaseUrl: process.env.BENCH_DATABASE_URL,
+      logLevel: 'warn',
+      retentionMaxAgeMs: 0,
+      wsPingIntervalMs: 600_000,
+      ...JSON.parse(process.env.BENCH_HERALD_CONFIG ?? '{}'),
+    },
+    {},
+  ),
   { skipMigrations: true },
 );
 serve({

@@ -9,6 +9,7 @@ import { EventEmitter } from 'node:events';
 import type pg from 'pg';
 import pgListen, { type Options as PgListenOptions, type Subscriber } from 'pg-listen';
 import type { Logger } from '../logger.ts';
+import type { Event } from './event.ts';
 import type { Hub } from './hub.ts';
 import type { EventLog } from './log.ts';
 
@@ -115,7 +116,7 @@ export class Listener extends EventEmitter<ListenerEvents> {
   private async drain(): Promise<void> {
     do {
       this.readAgain = false;
-      let batch;
+      let batch: Event[];
       try {
         batch = await this.opts.log.readAfter(this.opts.hub.head, this.opts.batchSize);
       } catch (err) {
@@ -198,10 +199,13 @@ export class Listener extends EventEmitter<ListenerEvents> {
     void this.dropSubscriber();
     this.connectAttempts++;
     this.setState('reconnecting');
-    this.reconnectTimer = setTimeout(() => {
-      this.reconnectTimer = null;
-      void this.connect();
-    }, backoffMs(this.connectAttempts, this.opts.reconnectMaxMs));
+    this.reconnectTimer = setTimeout(
+      () => {
+        this.reconnectTimer = null;
+        void this.connect();
+      },
+      backoffMs(this.connectAttempts, this.opts.reconnectMaxMs),
+    );
   }
 
   private async dropSubscriber(): Promise<void> {

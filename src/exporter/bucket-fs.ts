@@ -8,6 +8,7 @@
  * client revalidates once more.
  */
 import { randomBytes } from 'node:crypto';
+import type { Dirent } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { assertKey, type Bucket, type ObjectMeta, type StoredObject } from './bucket.ts';
@@ -72,7 +73,7 @@ export class FsBucket implements Bucket {
   async list(prefix: string): Promise<string[]> {
     const out: string[] = [];
     const walk = async (dir: string, rel: string[]) => {
-      let entries;
+      let entries: Dirent[];
       try {
         entries = await readdir(dir, { withFileTypes: true });
       } catch {

@@ -79,7 +79,9 @@ export class S3Bucket implements Bucket {
     let token: string | undefined;
     const strip = this.base ? this.base.length + 1 : 0;
     do {
-      const r = await this.client.send(new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.full(prefix.replace(/\/$/, '')) + '/', ContinuationToken: token }));
+      const r = await this.client.send(
+        new ListObjectsV2Command({ Bucket: this.bucket, Prefix: `${this.full(prefix.replace(/\/$/, ''))}/`, ContinuationToken: token }),
+      );
       for (const o of r.Contents ?? []) if (o.Key) out.push(o.Key.slice(strip));
       token = r.IsTruncated ? r.NextContinuationToken : undefined;
     } while (token);

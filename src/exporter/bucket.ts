@@ -39,7 +39,10 @@ const SEGMENT_RE = /^[A-Za-z0-9][A-Za-z0-9._+-]{0,399}$/;
 export function assertKey(key: string): string {
   const segments = key.split('/');
   if (key.length > 2048 || segments.some((s) => !SEGMENT_RE.test(s) || s === '.' || s === '..' || s.includes('..'))) {
-    throw new HeraldError('HERALD_ERR_BAD_REQUEST', `refusing to write object key ${JSON.stringify(key.slice(0, 120))}: every segment must match ${SEGMENT_RE.source}`);
+    throw new HeraldError(
+      'HERALD_ERR_BAD_REQUEST',
+      `refusing to write object key ${JSON.stringify(key.slice(0, 120))}: every segment must match ${SEGMENT_RE.source}`,
+    );
   }
   return key;
 }

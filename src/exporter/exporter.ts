@@ -192,7 +192,14 @@ export class Exporter {
         this.ctx.logger.warn({ err: e.message, consumer: this.consumer }, 'export failed; retrying from the cursor');
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, Math.min(30_000, 200 * 2 ** attempt++));
-          this.stopping.signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+          this.stopping.signal.addEventListener(
+            'abort',
+            () => {
+              clearTimeout(timer);
+              resolve();
+            },
+            { once: true },
+          );
         });
         // stop() may have come during the wait: it must win.
         if (this.stopped()) return;
@@ -233,7 +240,9 @@ export class Exporter {
     if (!pkg || pkg.deletedAt || pkg.moderated) return counts;
     // All of the package's archives in one query, not one per version.
     const archives = new Map(
-      (await this.ctx.pool.query<{ version: string; archive: Buffer }>('select version, archive from herald.versions where package = $1', [name])).rows.map((r) => [r.version, r.archive]),
+      (await this.ctx.pool.query<{ version: string; archive: Buffer }>('select version, archive from herald.versions where package = $1', [name])).rows.map(
+        (r) => [r.version, r.archive],
+      ),
     );
     const objects = await renderPackage(
       pkg,
@@ -282,7 +291,12 @@ export class Exporter {
     const needsWrite = (rec: Rec | undefined, hash: string) =>
       !rec || rec.writer_version === '' || (compareRuntimeVersions(rec.writer_version, mine) <= 0 && rec.sha256 !== hash);
     const unlocked = new Map(
-      (await this.ctx.pool.query<Rec>('select key, sha256, writer_version from herald.export_objects where bucket = $1 and key = any($2)', [this.bucket.id, keys])).rows.map((r) => [r.key, r]),
+      (
+        await this.ctx.pool.query<Rec>('select key, sha256, writer_version from herald.export_objects where bucket = $1 and key = any($2)', [
+          this.bucket.id,
+          keys,
+        ])
+      ).rows.map((r) => [r.key, r]),
     );
     const stale = planned.filter((p) => {
       const rec = unlocked.get(p.key);
@@ -297,7 +311,12 @@ export class Exporter {
         [this.bucket.id, keys, prefix, pkg],
       );
       const locked = new Map(
-        (await tx.query<Rec>('select key, sha256, writer_version from herald.export_objects where bucket = $1 and key = any($2) order by key for update', [this.bucket.id, keys])).rows.map((r) => [r.key, r]),
+        (
+          await tx.query<Rec>('select key, sha256, writer_version from herald.export_objects where bucket = $1 and key = any($2) order by key for update', [
+            this.bucket.id,
+            keys,
+          ])
+        ).rows.map((r) => [r.key, r]),
       );
       const updates: { key: string; hash: string }[] = [];
       let written = 0;
@@ -361,11 +380,14 @@ export class Exporter {
     const strays: string[] = [];
     for (const prefix of this.prefixes) {
       const known = new Set(
-        (await this.ctx.pool.query<{ key: string }>('select key from herald.export_objects where bucket = $1 and prefix = $2', [this.bucket.id, prefix])).rows.map((r) => r.key),
+        (
+          await this.ctx.pool.query<{ key: string }>('select key from herald.export_objects where bucket = $1 and prefix = $2', [this.bucket.id, prefix])
+        ).rows.map((r) => r.key),
       );
       for (const key of await this.bucket.list(prefix)) if (!known.has(key)) strays.push(key);
     }
-    if (strays.length) this.ctx.logger.warn({ count: strays.length, sample: strays.slice(0, 10) }, 'stray objects in the bucket (not written by this exporter); left alone');
+    if (strays.length)
+      this.ctx.logger.warn({ count: strays.length, sample: strays.slice(0, 10) }, 'stray objects in the bucket (not written by this exporter); left alone');
     return { deletedPrefixes: doomedPrefixes, deletedObjects, strays };
   }
 }

@@ -30,11 +30,19 @@ export function latestStable(pkg: PackageJson): string | null {
 
 function json(key: string, value: unknown): RenderedObject {
   // gzipSync writes mtime 0 and no file name: deterministic for equal input.
-  return { key, body: gzipSync(JSON.stringify(value), { level: 9 }), meta: { contentType: 'application/json', contentEncoding: 'gzip', cacheControl: LISTING_CACHE } };
+  return {
+    key,
+    body: gzipSync(JSON.stringify(value), { level: 9 }),
+    meta: { contentType: 'application/json', contentEncoding: 'gzip', cacheControl: LISTING_CACHE },
+  };
 }
 
 /** Objects for an exportable package (not deleted, not moderated), in write order. */
-export async function renderPackage(pkg: PackageJson, archive: (version: string) => Promise<Buffer>, transform: (key: string, value: unknown) => unknown = (_k, v) => v): Promise<RenderedObject[]> {
+export async function renderPackage(
+  pkg: PackageJson,
+  archive: (version: string) => Promise<Buffer>,
+  transform: (key: string, value: unknown) => unknown = (_k, v) => v,
+): Promise<RenderedObject[]> {
   const out: RenderedObject[] = [];
   for (const v of pkg.versions) {
     out.push({ key: archiveKey(pkg.name, v.version), body: await archive(v.version), meta: { contentType: 'application/gzip', cacheControl: ARCHIVE_CACHE } });

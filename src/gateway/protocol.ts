@@ -49,11 +49,11 @@ function topics(raw: unknown): TopicFilter {
 
 const epochSchema = z.string().regex(/^[0-9a-f-]{36}$/, 'epoch must be a UUID');
 
-
 function intIn(raw: string | undefined, field: string, min: number, max: number, dflt: number): number {
   if (raw === undefined) return dflt;
   const n = /^\d{1,10}$/.test(raw) ? Number(raw) : Number.NaN;
-  if (!(n >= min && n <= max)) throw new HeraldError('HERALD_ERR_BAD_REQUEST', `${field} must be an integer from ${min} to ${max}; got ${JSON.stringify(raw.slice(0, 40))}`);
+  if (!(n >= min && n <= max))
+    throw new HeraldError('HERALD_ERR_BAD_REQUEST', `${field} must be an integer from ${min} to ${max}; got ${JSON.stringify(raw.slice(0, 40))}`);
   return n;
 }
 
@@ -93,7 +93,10 @@ export function parsePollQuery(q: Query, config: Config): PollQuery {
   if (waitRaw !== undefined) {
     const s = /^\d{1,6}(\.\d{1,3})?$/.test(waitRaw) ? Number(waitRaw) : Number.NaN;
     if (!(s >= 0 && s <= config.pollMaxWaitS)) {
-      throw new HeraldError('HERALD_ERR_BAD_REQUEST', `wait must be a number of seconds from 0 to ${config.pollMaxWaitS}; got ${JSON.stringify(waitRaw.slice(0, 40))}`);
+      throw new HeraldError(
+        'HERALD_ERR_BAD_REQUEST',
+        `wait must be a number of seconds from 0 to ${config.pollMaxWaitS}; got ${JSON.stringify(waitRaw.slice(0, 40))}`,
+      );
     }
     waitMs = Math.round(s * 1000);
   }
@@ -103,10 +106,7 @@ export function parsePollQuery(q: Query, config: Config): PollQuery {
 /** Body of `POST /v1/events`: one event, or `{events:[…]}`. Topics are checked by EventLog. */
 export const MAX_EVENTS_PER_POST = 1000;
 const newEvent = z.object({ topic: z.string(), type: z.string(), data: z.unknown().optional() }).strict();
-export const publishBody = z.union([
-  z.object({ events: z.array(newEvent).min(1).max(MAX_EVENTS_PER_POST) }).strict(),
-  newEvent,
-]);
+export const publishBody = z.union([z.object({ events: z.array(newEvent).min(1).max(MAX_EVENTS_PER_POST) }).strict(), newEvent]);
 
 /** Messages a WebSocket client sends. */
 export const wsClientMessage = z.discriminatedUnion('op', [
@@ -114,7 +114,10 @@ export const wsClientMessage = z.discriminatedUnion('op', [
     op: z.literal('subscribe'),
     topics: z.array(z.string()).min(1),
     since: z.union([z.number(), z.string()]).optional(),
-    epoch: z.string().regex(/^[0-9a-f-]{36}$/, 'epoch must be the UUID returned by /v1/head').optional(),
+    epoch: z
+      .string()
+      .regex(/^[0-9a-f-]{36}$/, 'epoch must be the UUID returned by /v1/head')
+      .optional(),
   }),
   z.object({ op: z.literal('unsubscribe'), topics: z.array(z.string()).min(1) }),
   z.object({ op: z.literal('ping') }),
@@ -140,4 +143,3 @@ export const WS_CLOSE = {
   /** Did not drain within slowConsumerTimeoutMs. */
   SLOW_CONSUMER: 4008,
 } as const;
-

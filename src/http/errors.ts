@@ -9,10 +9,13 @@ import { HeraldError, publicError } from '../errors.ts';
 /** body-parser errors carry `type`; translate them to our codes. */
 function fromBodyParser(err: unknown): HeraldError | undefined {
   const type = (err as { type?: unknown } | null)?.type;
-  if (type === 'entity.too.large') return new HeraldError('HERALD_ERR_PAYLOAD_TOO_LARGE', `request body is larger than the limit of ${(err as { limit?: number }).limit} bytes`);
+  if (type === 'entity.too.large')
+    return new HeraldError('HERALD_ERR_PAYLOAD_TOO_LARGE', `request body is larger than the limit of ${(err as { limit?: number }).limit} bytes`);
   if (type === 'entity.parse.failed') return new HeraldError('HERALD_ERR_BAD_REQUEST', 'request body is not valid JSON');
-  if (type === 'encoding.unsupported' || type === 'charset.unsupported') return new HeraldError('HERALD_ERR_UNSUPPORTED_MEDIA_TYPE', 'unsupported body encoding or charset');
-  if (type === 'request.aborted' || type === 'request.size.invalid' || type === 'stream.encoding.set') return new HeraldError('HERALD_ERR_BAD_REQUEST', 'request body could not be read');
+  if (type === 'encoding.unsupported' || type === 'charset.unsupported')
+    return new HeraldError('HERALD_ERR_UNSUPPORTED_MEDIA_TYPE', 'unsupported body encoding or charset');
+  if (type === 'request.aborted' || type === 'request.size.invalid' || type === 'stream.encoding.set')
+    return new HeraldError('HERALD_ERR_BAD_REQUEST', 'request body could not be read');
   return undefined;
 }
 

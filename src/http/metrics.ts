@@ -8,10 +8,23 @@ export function createMetrics() {
   client.collectDefaultMetrics({ register: registry });
   const m = {
     registry,
-    eventsAppended: new client.Counter({ name: 'herald_events_appended_total', help: 'Events appended through POST /v1/events on this process.', registers: [registry] }),
-    eventsRead: new client.Counter({ name: 'herald_events_read_total', help: 'Events read from the log by the listener and published to the hub.', registers: [registry] }),
+    eventsAppended: new client.Counter({
+      name: 'herald_events_appended_total',
+      help: 'Events appended through POST /v1/events on this process.',
+      registers: [registry],
+    }),
+    eventsRead: new client.Counter({
+      name: 'herald_events_read_total',
+      help: 'Events read from the log by the listener and published to the hub.',
+      registers: [registry],
+    }),
     subscribers: new client.Gauge({ name: 'herald_subscribers', help: 'Open subscriptions, by transport.', labelNames: ['transport'], registers: [registry] }),
-    deliveries: new client.Counter({ name: 'herald_deliveries_total', help: 'Events (WebSocket: frames) delivered to clients, by transport.', labelNames: ['transport'], registers: [registry] }),
+    deliveries: new client.Counter({
+      name: 'herald_deliveries_total',
+      help: 'Events (WebSocket: frames) delivered to clients, by transport.',
+      labelNames: ['transport'],
+      registers: [registry],
+    }),
     deliveryLag: new client.Histogram({
       name: 'herald_delivery_lag_seconds',
       help: 'Commit-to-delivery time of the first event of each delivered batch (WebSocket: once per batch, at its first write).',
@@ -19,15 +32,40 @@ export function createMetrics() {
       buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
       registers: [registry],
     }),
-    listenerReconnects: new client.Counter({ name: 'herald_listener_reconnects_total', help: 'Times the LISTEN connection was re-established.', registers: [registry] }),
+    listenerReconnects: new client.Counter({
+      name: 'herald_listener_reconnects_total',
+      help: 'Times the LISTEN connection was re-established.',
+      registers: [registry],
+    }),
     listenerHead: new client.Gauge({ name: 'herald_listener_head', help: 'Highest event id the listener has published.', registers: [registry] }),
-    slowConsumerFallbacks: new client.Counter({ name: 'herald_slow_consumer_fallbacks_total', help: 'Subscribers whose buffer overflowed and went back to table reads.', registers: [registry] }),
-    slowConsumerCloses: new client.Counter({ name: 'herald_slow_consumer_closes_total', help: 'Connections closed because they did not drain in time.', labelNames: ['transport'], registers: [registry] }),
+    slowConsumerFallbacks: new client.Counter({
+      name: 'herald_slow_consumer_fallbacks_total',
+      help: 'Subscribers whose buffer overflowed and went back to table reads.',
+      registers: [registry],
+    }),
+    slowConsumerCloses: new client.Counter({
+      name: 'herald_slow_consumer_closes_total',
+      help: 'Connections closed because they did not drain in time.',
+      labelNames: ['transport'],
+      registers: [registry],
+    }),
     wsConnections: new client.Gauge({ name: 'herald_ws_connections', help: 'Open WebSocket connections.', registers: [registry] }),
-    wsQueuedBytes: new client.Gauge({ name: 'herald_ws_queued_bytes', help: 'Bytes buffered for WebSocket clients (subscription buffers plus unsent socket bytes).', registers: [registry] }),
-    wsQueuedBytesMax: new client.Gauge({ name: 'herald_ws_queued_bytes_max', help: 'Bytes buffered for the most backed-up WebSocket client.', registers: [registry] }),
+    wsQueuedBytes: new client.Gauge({
+      name: 'herald_ws_queued_bytes',
+      help: 'Bytes buffered for WebSocket clients (subscription buffers plus unsent socket bytes).',
+      registers: [registry],
+    }),
+    wsQueuedBytesMax: new client.Gauge({
+      name: 'herald_ws_queued_bytes_max',
+      help: 'Bytes buffered for the most backed-up WebSocket client.',
+      registers: [registry],
+    }),
     wsBytesOut: new client.Counter({ name: 'herald_ws_bytes_out_total', help: 'Bytes of event frames written to WebSocket clients.', registers: [registry] }),
-    wsPolicyCloses: new client.Counter({ name: 'herald_ws_policy_closes_total', help: 'WebSocket connections closed with 1008 (subscribe flood).', registers: [registry] }),
+    wsPolicyCloses: new client.Counter({
+      name: 'herald_ws_policy_closes_total',
+      help: 'WebSocket connections closed with 1008 (subscribe flood).',
+      registers: [registry],
+    }),
     fanoutSeconds: new client.Histogram({
       name: 'herald_fanout_seconds',
       help: 'Time to hand one listener batch to every matching subscriber, including the socket writes to live WebSocket clients (per batch).',
@@ -35,8 +73,17 @@ export function createMetrics() {
       registers: [registry],
     }),
     exporterLag: new client.Gauge({ name: 'herald_exporter_lag_events', help: 'Log head minus the exporter cursor.', registers: [registry] }),
-    exportObjects: new client.Counter({ name: 'herald_export_objects_total', help: 'Bucket objects by outcome: written, skipped (unchanged), deleted.', labelNames: ['outcome'], registers: [registry] }),
-    exportFailures: new client.Counter({ name: 'herald_export_failures_total', help: 'Export passes that failed and were retried from the cursor.', registers: [registry] }),
+    exportObjects: new client.Counter({
+      name: 'herald_export_objects_total',
+      help: 'Bucket objects by outcome: written, skipped (unchanged), deleted.',
+      labelNames: ['outcome'],
+      registers: [registry],
+    }),
+    exportFailures: new client.Counter({
+      name: 'herald_export_failures_total',
+      help: 'Export passes that failed and were retried from the cursor.',
+      registers: [registry],
+    }),
     eventsPruned: new client.Counter({ name: 'herald_events_pruned_total', help: 'Events deleted by retention.', registers: [registry] }),
     /**
      * The WebSocket write path runs once per client per batch, where one prom-client inc()

@@ -75,7 +75,10 @@ async function emitStatus(tx: pg.PoolClient, job: JobJson, jobsType?: 'created' 
 function truncate(message: string): { message: string; truncated: boolean } {
   if (Buffer.byteLength(message) <= MAX_LOG_BYTES) return { message, truncated: false };
   // Cut on a character boundary: decode the first MAX_LOG_BYTES bytes, dropping a split character.
-  const cut = Buffer.from(message).subarray(0, MAX_LOG_BYTES).toString('utf8').replace(/\uFFFD$/, '');
+  const cut = Buffer.from(message)
+    .subarray(0, MAX_LOG_BYTES)
+    .toString('utf8')
+    .replace(/\uFFFD$/, '');
   return { message: cut, truncated: true };
 }
 

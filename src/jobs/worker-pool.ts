@@ -224,9 +224,9 @@ export class WorkerPool {
       if (e.code === 'HERALD_ERR_INTERNAL') logger.error({ err, job: job.id }, 'job failed');
       {
         const backoff = config.jobRetryBackoffMs * 2 ** (job.attempts - 1);
-        await this.store.fail(job.id, runId, message, retry ? backoff : null).catch((failErr: unknown) =>
-          logger.warn({ err: coerceError(failErr).message, job: job.id }, 'could not record job failure; its lease will lapse'),
-        );
+        await this.store
+          .fail(job.id, runId, message, retry ? backoff : null)
+          .catch((failErr: unknown) => logger.warn({ err: coerceError(failErr).message, job: job.id }, 'could not record job failure; its lease will lapse'));
       }
     } finally {
       clearTimeout(timeout);

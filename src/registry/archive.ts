@@ -53,8 +53,7 @@ export interface ArchiveInfo {
   uncompressedBytes: number;
 }
 
-const badRequest = (message: string, cause?: unknown) =>
-  new HeraldError('HERALD_ERR_BAD_REQUEST', message, {}, cause === undefined ? undefined : { cause });
+const badRequest = (message: string, cause?: unknown) => new HeraldError('HERALD_ERR_BAD_REQUEST', message, {}, cause === undefined ? undefined : { cause });
 const tooLarge = (message: string) => new HeraldError('HERALD_ERR_PAYLOAD_TOO_LARGE', message);
 
 // Quotes a client-supplied value for a message, cut short so a huge value can't bloat it.
@@ -88,6 +87,7 @@ export function assertManifestMatches(manifest: Manifest, expected: { name?: str
  */
 function normalizeEntryPath(raw: string): string {
   if (raw.includes('\0')) throw badRequest(`archive entry ${quote(raw)} has a NUL character in its name`);
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are exactly what this refuses.
   if (/[\x01-\x1f\x7f]/.test(raw)) throw badRequest(`archive entry ${quote(raw)} has a control character in its name`);
   // Windows extractors treat '\' as a separator, so 'a\..\..\x' would climb out there.
   if (raw.includes('\\')) throw badRequest(`archive entry ${quote(raw)} has a backslash in its name`);
@@ -346,10 +346,7 @@ const gzipAsync = promisify(gzip);
  * Output is deterministic (fixed mtime, uid/gid 0) so equal inputs hash equally. No path
  * checks: this builds test fixtures too, and `inspectArchive` is the gate.
  */
-export async function buildArchive(
-  files: Record<string, string | Buffer>,
-  opts: { mtime?: Date; mode?: number } = {},
-): Promise<Buffer> {
+export async function buildArchive(files: Record<string, string | Buffer>, opts: { mtime?: Date; mode?: number } = {}): Promise<Buffer> {
   const mtime = opts.mtime ?? new Date(0);
   const blocks: Buffer[] = [];
   for (const [path, contents] of Object.entries(files)) {

@@ -36,9 +36,11 @@ export function parseIndexFile(file: string, text: string): { entries: IndexEntr
   const entries: IndexEntry[] = [];
   const problems: LineProblem[] = [];
   const expectedName = file.split('/').pop()!;
-  text.split('\n').forEach((line, i) => {
+  const parseLine = (line: string, i: number): void => {
     if (line.trim() === '') return;
-    const bad = (message: string) => problems.push({ file, line: i + 1, message });
+    const bad = (message: string): void => {
+      problems.push({ file, line: i + 1, message });
+    };
     let raw: unknown;
     try {
       raw = JSON.parse(line);
@@ -53,6 +55,7 @@ export function parseIndexFile(file: string, text: string): { entries: IndexEntr
     if (typeof r.cksum !== 'string' || !CKSUM_RE.test(r.cksum)) return bad('bad or missing cksum');
     if (typeof r.yanked !== 'boolean') return bad('bad or missing yanked');
     entries.push({ name: r.name, vers: r.vers, cksum: r.cksum, yanked: r.yanked, raw: r });
-  });
+  };
+  text.split('\n').forEach(parseLine);
   return { entries, problems };
 }

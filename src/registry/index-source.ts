@@ -73,7 +73,10 @@ export class SparseHttpSource implements IndexSource {
   }
 
   private async fetchOne(p: string): Promise<IndexFile | null> {
-    const { rows } = await this.pool.query<{ etag: string | null; last_modified: string | null }>('select etag, last_modified from herald.index_files where path = $1', [p]);
+    const { rows } = await this.pool.query<{ etag: string | null; last_modified: string | null }>(
+      'select etag, last_modified from herald.index_files where path = $1',
+      [p],
+    );
     const headers: Record<string, string> = {};
     if (rows[0]?.etag) headers['if-none-match'] = rows[0].etag;
     if (rows[0]?.last_modified) headers['if-modified-since'] = rows[0].last_modified;

@@ -27,7 +27,10 @@ export async function getPackage(db: Db, name: string): Promise<PackageJson | nu
 }
 
 export async function getArchive(db: Db, name: string, version: string): Promise<{ archive: Buffer; sha256: string } | null> {
-  const { rows } = await db.query<{ archive: Buffer; sha256: string }>('select archive, sha256 from herald.versions where package = $1 and version = $2', [name, version]);
+  const { rows } = await db.query<{ archive: Buffer; sha256: string }>('select archive, sha256 from herald.versions where package = $1 and version = $2', [
+    name,
+    version,
+  ]);
   return rows[0] ?? null;
 }
 
@@ -59,11 +62,19 @@ async function emitPackage(tx: pg.PoolClient, name: string, type: string): Promi
 
 // Locks the package row (or notes its absence) so concurrent effects on one package queue up.
 async function lockPackage(tx: pg.PoolClient, name: string) {
-  const { rows } = await tx.query<{ moderated: boolean; deleted_at: Date | null }>('select moderated, deleted_at from herald.packages where name = $1 for update', [name]);
+  const { rows } = await tx.query<{ moderated: boolean; deleted_at: Date | null }>(
+    'select moderated, deleted_at from herald.packages where name = $1 for update',
+    [name],
+  );
   return rows[0] ?? null;
 }
 
-export async function publishVersion(tx: pg.PoolClient, user: User, info: ArchiveInfo, archive: Buffer): Promise<{ name: string; version: string; sha256: string; size: number }> {
+export async function publishVersion(
+  tx: pg.PoolClient,
+  user: User,
+  info: ArchiveInfo,
+  archive: Buffer,
+): Promise<{ name: string; version: string; sha256: string; size: number }> {
   const { name, version } = info.manifest;
   const pkg = await lockPackage(tx, name);
   if (!pkg) {
@@ -75,13 +86,15 @@ export async function publishVersion(tx: pg.PoolClient, user: User, info: Archiv
     if (pkg.deleted_at) await tx.query('update herald.packages set deleted_at = null where name = $1', [name]);
   }
   const gone = await tx.query('select 1 from herald.version_tombstones where package = $1 and version = $2', [name, version]);
-  if (gone.rowCount) throw new HeraldError('HERALD_ERR_BAD_REQUEST', `${name}@${version} was unpublished; version numbers are never reused: publish a new version`);
+  if (gone.rowCount)
+    throw new HeraldError('HERALD_ERR_BAD_REQUEST', `${name}@${version} was unpublished; version numbers are never reused: publish a new version`);
   const inserted = await tx.query(
     `insert into herald.versions (package, version, manifest, archive, size, sha256, published_by)
      values ($1, $2, $3, $4, $5, $6, $7) on conflict do nothing`,
     [name, version, JSON.stringify(info.manifest), archive, info.size, info.sha256, user.name],
   );
-  if (inserted.rowCount !== 1) throw new HeraldError('HERALD_ERR_BAD_REQUEST', `${name}@${version} is already published: versions are immutable, publish a new version`);
+  if (inserted.rowCount !== 1)
+    throw new HeraldError('HERALD_ERR_BAD_REQUEST', `${name}@${version} is already published: versions are immutable, publish a new version`);
   await emitPackage(tx, name, 'published');
   return { name, version, sha256: info.sha256, size: info.size };
 }
@@ -107,7 +120,12 @@ export async function transferPackage(tx: pg.PoolClient, name: string, newOwner:
   return { name, owners: pkg.owners };
 }
 
-export async function retractVersion(tx: pg.PoolClient, name: string, version: string, retracted: boolean): Promise<{ name: string; version: string; retracted: boolean }> {
+export async function retractVersion(
+  tx: pg.PoolClient,
+  name: string,
+  version: string,
+  retracted: boolean,
+): Promise<{ name: string; version: string; retracted: boolean }> {
   await lockPackage(tx, name);
   const { rowCount } = await tx.query('update herald.versions set retracted = $3 where package = $1 and version = $2', [name, version, retracted]);
   if (rowCount !== 1) throw new HeraldError('HERALD_ERR_NOT_FOUND', `${name}@${version} does not exist`);

@@ -8,7 +8,7 @@ import pg from 'pg';
 import WebSocket from 'ws';
 import { createPool } from '../../src/db/pool.ts';
 import { afterAll, describe, expect, it } from 'vitest';
-import { connect, HeraldClientError, type HeraldConnection, type HeraldEvent, type WebSocketConstructor } from 'herald-client';
+import { connect, type HeraldClientError, type HeraldConnection, type HeraldEvent, type WebSocketConstructor } from 'herald-client';
 import { TopicFilter } from '../../src/events/topic.ts';
 import { createLogger } from '../../src/logger.ts';
 import { createTestDatabase } from '../support/db.ts';
@@ -110,7 +110,9 @@ describe('client library', () => {
     cleanups.push(herald.close);
     const { Ctor, sockets } = trackingWebSocket();
     const followers = Array.from({ length: 200 }, (_, i) => follow(herald.url, FILTERS[i % FILTERS.length]!, 0, Ctor));
-    cleanups.push(async () => followers.forEach((f) => f.conn.close()));
+    cleanups.push(async () => {
+      for (const f of followers) f.conn.close();
+    });
     await Promise.all(followers.map((f) => f.conn.ready));
 
     let chaos = true;
@@ -140,7 +142,9 @@ describe('client library', () => {
     cleanups.push(herald.close);
     const { Ctor } = trackingWebSocket();
     const followers = Array.from({ length: 20 }, (_, i) => follow(herald.url, FILTERS[i % FILTERS.length]!, 0, Ctor));
-    cleanups.push(async () => followers.forEach((f) => f.conn.close()));
+    cleanups.push(async () => {
+      for (const f of followers) f.conn.close();
+    });
     await Promise.all(followers.map((f) => f.conn.ready));
 
     const killer = createPool(cluster.url, 2, createLogger('silent'));
@@ -184,11 +188,14 @@ describe('client library', () => {
             backoff: { initialMs: 10, maxMs: 50 },
             onEvent: (e) => r.ids.push(e.id),
           });
-          setTimeout(() => {
-            r.position = conn.position ?? r.position;
-            conn.close();
-            resolve();
-          }, 50 + Math.random() * 100);
+          setTimeout(
+            () => {
+              r.position = conn.position ?? r.position;
+              conn.close();
+              resolve();
+            },
+            50 + Math.random() * 100,
+          );
         });
         await done;
         r.hops++;
@@ -221,7 +228,14 @@ describe('client library', () => {
     const errors: HeraldClientError[] = [];
     const expired = connect({ url: herald.url, topics: ['exp:x'], since: 1, onEvent: () => undefined, onError: (e) => errors.push(e) });
     await expect(expired.ready).rejects.toMatchObject({ code: 'cursor_expired', details: { oldest: 8 } });
-    const foreign = connect({ url: herald.url, topics: ['exp:x'], since: 9, epoch: '00000000-0000-4000-8000-000000000000', onEvent: () => undefined, onError: (e) => errors.push(e) });
+    const foreign = connect({
+      url: herald.url,
+      topics: ['exp:x'],
+      since: 9,
+      epoch: '00000000-0000-4000-8000-000000000000',
+      onEvent: () => undefined,
+      onError: (e) => errors.push(e),
+    });
     await expect(foreign.ready).rejects.toMatchObject({ code: 'epoch_mismatch' });
     expect(errors.map((e) => e.code)).toEqual(['cursor_expired', 'epoch_mismatch']);
     expect(expired.state).toBe('closed');

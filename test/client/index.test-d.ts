@@ -1,6 +1,6 @@
 /** The client's public surface, pinned: a change here is a change to the package API. */
 import { describe, expectTypeOf, it } from 'vitest';
-import * as client from 'herald-client';
+import type * as client from 'herald-client';
 import { connect, type ClientState, type HeraldConnection, type HeraldEvent } from 'herald-client';
 
 describe('client exports', () => {

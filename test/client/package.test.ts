@@ -71,7 +71,16 @@ describe('herald-client, packed and installed', () => {
     await writeFile(
       path.join(app, 'tsconfig.json'),
       JSON.stringify({
-        compilerOptions: { module: 'nodenext', moduleResolution: 'nodenext', target: 'es2022', strict: true, skipLibCheck: false, outDir: 'dist', rootDir: 'src', types: ['node'] },
+        compilerOptions: {
+          module: 'nodenext',
+          moduleResolution: 'nodenext',
+          target: 'es2022',
+          strict: true,
+          skipLibCheck: false,
+          outDir: 'dist',
+          rootDir: 'src',
+          types: ['node'],
+        },
         include: ['src'],
       }),
     );
@@ -116,7 +125,10 @@ const conn = connect<{ n: number }>({
   });
 
   it('a typing mistake against the installed .d.ts fails the typecheck (the check is real)', async () => {
-    await writeFile(path.join(app, 'src/wrong.ts'), `import { connect } from 'herald-client';\nconnect({ url: 'http://x', topics: 'not-a-list', onEvent() {} });\n`);
+    await writeFile(
+      path.join(app, 'src/wrong.ts'),
+      `import { connect } from 'herald-client';\nconnect({ url: 'http://x', topics: 'not-a-list', onEvent() {} });\n`,
+    );
     const err = await run(process.execPath, [TSC, '-p', app, '--noEmit']).then(
       () => null,
       (e: { stdout: string }) => e,
@@ -134,15 +146,34 @@ w.got = [];
 w.start = (url) => { connect({ url, topics: ['browser:*'], since: 0, onEvent: (e) => w.got.push(e.id) }); };
 `,
     );
-    const out = await build({ entryPoints: [path.join(app, 'src/browser.ts')], bundle: true, format: 'iife', platform: 'browser', target: 'es2022', write: false, logLevel: 'silent' });
+    const out = await build({
+      entryPoints: [path.join(app, 'src/browser.ts')],
+      bundle: true,
+      format: 'iife',
+      platform: 'browser',
+      target: 'es2022',
+      write: false,
+      logLevel: 'silent',
+    });
     const code = out.outputFiles[0]!.text;
     expect(code).not.toMatch(/require\(["']|from ["'](node:|ws["'])/);
     if (!existsSync(CHROMIUM)) {
       console.warn(`browser half skipped: ${CHROMIUM} is not installed`);
       return;
     }
-    const { ids } = (await (await publish(herald.url, { events: [{ topic: 'browser:1', type: 't' }, { topic: 'x', type: 't' }, { topic: 'browser:2', type: 't' }] })).json()) as { ids: number[] };
-    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--no-first-run'] });
+    const { ids } = (await (
+      await publish(herald.url, {
+        events: [
+          { topic: 'browser:1', type: 't' },
+          { topic: 'x', type: 't' },
+          { topic: 'browser:2', type: 't' },
+        ],
+      })
+    ).json()) as { ids: number[] };
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--no-first-run'],
+    });
     try {
       const page = await browser.newPage();
       await page.goto(`${herald.url}/healthz`);

@@ -46,7 +46,7 @@ describe('CatchUpWindow', () => {
     expect(ids(w.read(9, TopicFilter.parse(['nope:x']), 100))).toEqual([]);
   });
 
-  it('hands over a whole published batch as the Hub\'s own array, and a copy otherwise', () => {
+  it("hands over a whole published batch as the Hub's own array, and a copy otherwise", () => {
     const w = windowAt(0);
     const a = batch(1, 3);
     const b = batch(4, 3, () => 'w:b');
@@ -146,7 +146,7 @@ describe('CatchUpWindow', () => {
     expect([unknown.read(3, ALL, 10), unknown.size]).toEqual([null, 0]);
   });
 
-  it('is the Hub\'s: each published batch goes in before any member sees it; setting the head starts it over', () => {
+  it("is the Hub's: each published batch goes in before any member sees it; setting the head starts it over", () => {
     const hub = new Hub({ maxBytes: 1 << 20 });
     hub.head = 10;
     hub.window.observe(HEAD);

@@ -55,7 +55,9 @@ describe('Listener', () => {
     // Last: commit while the listener is down, with no later NOTIFY to ring. Only the
     // re-read on reconnect can deliver these.
     await until(() => herald.ctx.listener.state === 'listening', 10_000, 'listener to settle');
-    await producerPool.query(`select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'herald-listener' and datname = current_database()`);
+    await producerPool.query(
+      `select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'herald-listener' and datname = current_database()`,
+    );
     await until(() => herald.ctx.listener.state !== 'listening', 10_000, 'listener to notice the kill');
     await log.emitMany(range(TOTAL, 4).map((n) => ({ topic: n % 2 === 0 ? 'kill:even' : 'kill:odd', type: 't', data: n })));
 

@@ -160,7 +160,7 @@ describe('commit-ordered ids', () => {
     expect(ids).toEqual([...ids].sort((x, y) => x - y));
     expect(new Set(ids).size).toBe(ids.length);
     expect(seen.map((s) => s.topic).sort()).toEqual([...committed].sort());
-    expect(seen.length).toBe(PRODUCERS * ROUNDS - PRODUCERS * ROUNDS / 5);
+    expect(seen.length).toBe(PRODUCERS * ROUNDS - (PRODUCERS * ROUNDS) / 5);
   });
 });
 

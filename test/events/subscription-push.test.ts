@@ -66,7 +66,7 @@ async function openLive(filter: string[], hooks: SubscriptionHooks = {}): Promis
 const ids = (events: readonly Event[] | null) => events?.map((e) => e.id) ?? null;
 
 describe('Subscription push side', () => {
-  it('a live batch reaches every subscriber as the Hub\'s own array, handed over without a copy', async () => {
+  it("a live batch reaches every subscriber as the Hub's own array, handed over without a copy", async () => {
     await freshHub();
     const a = await openLive(['p:a']);
     const b = await openLive(['p:a']);

@@ -266,7 +266,7 @@ describe('S7: catch-up from the window', () => {
     expect(calls.read).toBe(0);
   });
 
-  it('a whole published batch read from memory is the Hub\'s own array, shared by every reader', async () => {
+  it("a whole published batch read from memory is the Hub's own array, shared by every reader", async () => {
     await freshHub();
     const since = hub.head;
     await emit('w:a', 3);

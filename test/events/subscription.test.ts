@@ -69,7 +69,10 @@ describe('Subscription', () => {
     let produced = 60;
     const producer = (async () => {
       while (producing) {
-        await log.emitMany([{ topic: 'h:b', type: 't' }, { topic: 'h:c', type: 't' }]);
+        await log.emitMany([
+          { topic: 'h:b', type: 't' },
+          { topic: 'h:c', type: 't' },
+        ]);
         produced += 2;
       }
     })();
@@ -89,7 +92,10 @@ describe('Subscription', () => {
   it('S3: a subscriber with both `job:1` and `job:*` gets each event once', async () => {
     const sub = await openSub(['dup:1', 'dup:*'], 'now');
     const base = sub.since;
-    await log.emitMany([{ topic: 'dup:1', type: 't' }, { topic: 'dup:2', type: 't' }]);
+    await log.emitMany([
+      { topic: 'dup:1', type: 't' },
+      { topic: 'dup:2', type: 't' },
+    ]);
     expect(await collect(sub, 2)).toEqual([base + 1, base + 2]);
   });
 
@@ -112,15 +118,21 @@ describe('Subscription', () => {
     expect(await collect(sub, 200)).toEqual(range(base + 1, 200));
   });
 
-  it('S5: a filtered subscriber\'s position moves past events it did not want, never past one it did', async () => {
+  it("S5: a filtered subscriber's position moves past events it did not want, never past one it did", async () => {
     const sub = await openSub(['pos:want'], 'now');
     const base = sub.since;
     // While replaying the position only moves with reads; once live it follows the Hub.
     expect(await sub.next({ signal: AbortSignal.abort() })).toEqual([]);
     expect(sub.state).toBe('live');
-    await log.emitMany([{ topic: 'pos:other', type: 't' }, { topic: 'pos:other', type: 't' }]);
+    await log.emitMany([
+      { topic: 'pos:other', type: 't' },
+      { topic: 'pos:other', type: 't' },
+    ]);
     await until(() => sub.position === base + 2, 5000, 'position to pass unwanted events');
-    await log.emitMany([{ topic: 'pos:want', type: 't' }, { topic: 'pos:other', type: 't' }]);
+    await log.emitMany([
+      { topic: 'pos:want', type: 't' },
+      { topic: 'pos:other', type: 't' },
+    ]);
     await until(() => hub.head === base + 4);
     // base+3 is buffered but not handed over: the position must not pass it.
     expect(sub.position).toBeLessThan(base + 3);

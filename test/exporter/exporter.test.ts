@@ -72,14 +72,21 @@ describe.each(['fs', 's3'] as const)('exporter with the %s bucket', (kind) => {
   }
 
   async function finish(jobId: number, waitForExport = true): Promise<void> {
-    await until(async () => ((await (await fetch(`${herald.url}/api/v1/jobs/${jobId}`)).json()) as { status: string }).status === 'succeeded', 20_000, `job ${jobId}`);
+    await until(
+      async () => ((await (await fetch(`${herald.url}/api/v1/jobs/${jobId}`)).json()) as { status: string }).status === 'succeeded',
+      20_000,
+      `job ${jobId}`,
+    );
     // The exporter has caught up once its cursor reaches the head.
     if (waitForExport) await until(() => current.position >= herald.ctx.hub.head, 20_000, 'exporter to catch up');
   }
 
   const archives = new Map<string, Buffer>();
   async function publish(name: string, version: string, waitForExport = true): Promise<void> {
-    const body = await buildArchive({ 'manifest.json': JSON.stringify({ name, version, license: 'MIT', dependencies: {} }), 'index.js': `// ${name}@${version}\n` });
+    const body = await buildArchive({
+      'manifest.json': JSON.stringify({ name, version, license: 'MIT', dependencies: {} }),
+      'index.js': `// ${name}@${version}\n`,
+    });
     archives.set(`${name}@${version}`, body);
     const res = await fetch(`${herald.url}/api/v1/publish?name=${name}&version=${version}`, {
       method: 'POST',
@@ -134,12 +141,19 @@ describe.each(['fs', 's3'] as const)('exporter with the %s bucket', (kind) => {
 
     await publish('pad', '1.1.0');
     await expectBoth((s) => {
-      expect(Object.keys(s).sort()).toEqual(['api/archives/pad-1.0.0.tar.gz', 'api/archives/pad-1.1.0.tar.gz', 'api/packages/pad', 'api/packages/pad/advisories']);
+      expect(Object.keys(s).sort()).toEqual([
+        'api/archives/pad-1.0.0.tar.gz',
+        'api/archives/pad-1.1.0.tar.gz',
+        'api/packages/pad',
+        'api/packages/pad/advisories',
+      ]);
       expect(s['api/packages/pad']!.json).toMatchObject({ latest: '1.1.0', versions: [{ version: '1.0.0' }, { version: '1.1.0' }] });
     });
 
     await job('advisory', { name: 'pad', id: 'PAD-1', summary: 'bad padding', affected: '<1.1.0' });
-    await expectBoth((s) => expect(s['api/packages/pad/advisories']!.json).toMatchObject({ advisories: [{ id: 'PAD-1', affected: '<1.1.0', summary: 'bad padding' }] }));
+    await expectBoth((s) =>
+      expect(s['api/packages/pad/advisories']!.json).toMatchObject({ advisories: [{ id: 'PAD-1', affected: '<1.1.0', summary: 'bad padding' }] }),
+    );
 
     await job('unpublish', { name: 'pad', version: '1.0.0', reason: 'mistake' });
     await expectBoth((s) => {
@@ -174,7 +188,14 @@ describe.each(['fs', 's3'] as const)('exporter with the %s bucket', (kind) => {
     expect((await fetch(`${herald.url}/api/packages/nope`)).status).toBe(404);
     // fetch would normalise %2e%2e away; send the bytes as an attacker would.
     const raw = (p: string) =>
-      new Promise<number>((resolve, reject) => http.get({ host: '127.0.0.1', port: new URL(herald.url).port, path: p }, (r) => (r.resume(), resolve(r.statusCode!))).on('error', reject));
+      new Promise<number>((resolve, reject) =>
+        http
+          .get({ host: '127.0.0.1', port: new URL(herald.url).port, path: p }, (r) => {
+            r.resume();
+            resolve(r.statusCode!);
+          })
+          .on('error', reject),
+      );
     expect(await raw('/api/packages/%2e%2e')).toBe(400);
     expect(await raw('/api/packages/%2E%2E%2Fetc')).toBe(400);
     expect(await raw('/api/archives/..%2Fx.tar.gz')).toBe(400);
@@ -216,7 +237,7 @@ describe.each(['fs', 's3'] as const)('exporter with the %s bucket', (kind) => {
     expect(s['api/packages/crash-a']!.json).toMatchObject({ latest: '1.0.0' });
   });
 
-  it('two releases exporting at once: latest/ ends with the newer release\'s bytes everywhere; each prefix is complete', async () => {
+  it("two releases exporting at once: latest/ ends with the newer release's bytes everywhere; each prefix is complete", async () => {
     for (const n of ['r1', 'r2', 'r3', 'r4']) await publish(n, '1.0.0');
     const format = (v: string) => (_key: string, value: unknown) => ({ ...(value as object), format: v });
     const old = new Exporter(herald.ctx, bucket, { runtimeVersion: OLD, keepVersions: 3, graceMs: 0, transformJson: format('old') });
@@ -260,7 +281,9 @@ describe.each(['fs', 's3'] as const)('exporter with the %s bucket', (kind) => {
 
   it('keys that could escape the bucket are never written', async () => {
     for (const key of ['../x', 'latest/../../x', 'latest/%2e%2e/x', 'a\0b', 'latest//x', '/abs', 'latest/./x', 'latest/a\\b']) {
-      await expect(bucket.put(key, Buffer.from('x'), { contentType: 'text/plain', cacheControl: 'no-cache', sha256: '', writerVersion: NEW })).rejects.toMatchObject({ code: 'HERALD_ERR_BAD_REQUEST' });
+      await expect(
+        bucket.put(key, Buffer.from('x'), { contentType: 'text/plain', cacheControl: 'no-cache', sha256: '', writerVersion: NEW }),
+      ).rejects.toMatchObject({ code: 'HERALD_ERR_BAD_REQUEST' });
     }
     if (kind === 'fs') {
       const parent = path.dirname(new URL(url).pathname);
@@ -274,7 +297,12 @@ describe('bucket URLs and rollback serving', () => {
     await expect(openBucket('ftp://x')).rejects.toMatchObject({ code: 'HERALD_ERR_CONFIG' });
     const dir = await tmp('herald-rollback-');
     const fsb = new FsBucket(dir);
-    await fsb.put(`${OLD}/api/packages/rb`, Buffer.from('{"name":"rb","from":"old"}'), { contentType: 'application/json', cacheControl: 'public, max-age=60', sha256: 'a'.repeat(64), writerVersion: OLD });
+    await fsb.put(`${OLD}/api/packages/rb`, Buffer.from('{"name":"rb","from":"old"}'), {
+      contentType: 'application/json',
+      cacheControl: 'public, max-age=60',
+      sha256: 'a'.repeat(64),
+      writerVersion: OLD,
+    });
     const db = await createTestDatabase();
     cleanups.push(db.drop);
     const h = await startTestHerald(db.url, { exportBucketUrl: `file://${dir}`, exportServePrefix: OLD });

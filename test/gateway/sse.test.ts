@@ -106,7 +106,7 @@ describe('SSE push mode and backpressure', () => {
         res.setEncoding('utf8');
         res.on('data', (chunk: string) => {
           buf += chunk;
-          let at;
+          let at: number;
           while ((at = buf.indexOf('\n\n')) >= 0) {
             const block = buf.slice(0, at);
             buf = buf.slice(at + 2);

@@ -80,10 +80,14 @@ describe('prepared WebSocket frames', () => {
 
     // Counters are tallied on the hot path and folded in at the scrape: exact.
     const wireBytes = lengths.reduce((sum, n) => sum + headerBytes(n) + n, 0);
-    await until(async () => {
-      const text = await (await fetch(`${herald.url}/metrics`)).text();
-      return metric(text, /^herald_deliveries_total\{transport="ws"\} (\d+)$/m) === 2 * all.length;
-    }, 5000, 'ws deliveries counter');
+    await until(
+      async () => {
+        const text = await (await fetch(`${herald.url}/metrics`)).text();
+        return metric(text, /^herald_deliveries_total\{transport="ws"\} (\d+)$/m) === 2 * all.length;
+      },
+      5000,
+      'ws deliveries counter',
+    );
     const text = await (await fetch(`${herald.url}/metrics`)).text();
     expect(metric(text, /^herald_ws_bytes_out_total (\d+)$/m)).toBe(2 * wireBytes);
     // Lag is observed once per batch, not once per client: at most the 6 commits' batches.

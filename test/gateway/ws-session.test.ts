@@ -57,7 +57,11 @@ describe('slow consumers', () => {
 
     // The server gives up on the stalled client; then the client wakes up, reads the backlog
     // and finds the close frame behind it.
-    await until(async () => /herald_slow_consumer_closes_total\{transport="ws"\} 1/.test(await (await fetch(`${herald.url}/metrics`)).text()), 10_000, 'slow close');
+    await until(
+      async () => /herald_slow_consumer_closes_total\{transport="ws"\} 1/.test(await (await fetch(`${herald.url}/metrics`)).text()),
+      10_000,
+      'slow close',
+    );
     clearInterval(sampler);
     slowSocket.resume();
     const closed = await slow.closed;
@@ -105,7 +109,8 @@ describe('a client that falls behind and catches up', () => {
     const socket = (client.ws as unknown as { _socket: Socket })._socket;
     client.send({ op: 'subscribe', topics: ['lag:*'] });
     await client.waitFor((m) => m.op === 'subscribed');
-    const emit = (n: number, payload = '') => patient.ctx.log.emitMany(Array.from({ length: n }, (_, i) => ({ topic: 'lag:x', type: 't', data: { i, payload } })));
+    const emit = (n: number, payload = '') =>
+      patient.ctx.log.emitMany(Array.from({ length: n }, (_, i) => ({ topic: 'lag:x', type: 't', data: { i, payload } })));
 
     // Live first: written as they come.
     const before = await emit(5);

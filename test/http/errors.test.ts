@@ -13,7 +13,12 @@ let herald: TestHerald;
 beforeAll(async () => {
   db = await createTestDatabase();
   herald = await startTestHerald(db.url, { maxBodyBytes: 4096, maxEventDataBytes: 1024 });
-  await publish(herald.url, { events: [{ topic: 'seed:a', type: 't', data: { v: 1 } }, { topic: 'seed:b', type: 't' }] });
+  await publish(herald.url, {
+    events: [
+      { topic: 'seed:a', type: 't', data: { v: 1 } },
+      { topic: 'seed:b', type: 't' },
+    ],
+  });
 });
 afterAll(async () => {
   await herald.close();
@@ -63,19 +68,91 @@ const cases: Case[] = [
   { name: 'SSE bad since', path: '/v1/events/stream?since=x', status: 400, code: 'bad_request' },
   { name: 'unknown route', path: '/v2/nothing', status: 404, code: 'not_found' },
   { name: 'wrong method', method: 'DELETE', path: '/v1/events', status: 405, code: 'method_not_allowed' },
-  { name: 'publish without token', method: 'POST', path: '/v1/events', headers: { 'content-type': 'application/json' }, body: '{"topic":"a","type":"t"}', status: 401, code: 'unauthorized' },
-  { name: 'publish with wrong token', method: 'POST', path: '/v1/events', headers: { authorization: 'Bearer wrong', 'content-type': 'application/json' }, body: '{"topic":"a","type":"t"}', status: 401, code: 'unauthorized' },
+  {
+    name: 'publish without token',
+    method: 'POST',
+    path: '/v1/events',
+    headers: { 'content-type': 'application/json' },
+    body: '{"topic":"a","type":"t"}',
+    status: 401,
+    code: 'unauthorized',
+  },
+  {
+    name: 'publish with wrong token',
+    method: 'POST',
+    path: '/v1/events',
+    headers: { authorization: 'Bearer wrong', 'content-type': 'application/json' },
+    body: '{"topic":"a","type":"t"}',
+    status: 401,
+    code: 'unauthorized',
+  },
   { name: 'publish malformed JSON', method: 'POST', path: '/v1/events', headers: auth, body: '{"topic":', status: 400, code: 'bad_request' },
-  { name: 'publish not JSON content-type', method: 'POST', path: '/v1/events', headers: { ...auth, 'content-type': 'text/plain' }, body: 'hello', status: 415, code: 'unsupported_media_type' },
-  { name: 'publish oversize body', method: 'POST', path: '/v1/events', headers: auth, body: JSON.stringify({ topic: 'a', type: 't', data: big }), status: 413, code: 'payload_too_large' },
-  { name: 'publish oversize data', method: 'POST', path: '/v1/events', headers: auth, body: JSON.stringify({ topic: 'a', type: 't', data: 'y'.repeat(2000) }), status: 413, code: 'payload_too_large' },
-  { name: 'publish bad topic', method: 'POST', path: '/v1/events', headers: auth, body: '{"topic":"../etc/passwd","type":"t"}', status: 400, code: 'bad_request' },
-  { name: 'publish pattern as topic', method: 'POST', path: '/v1/events', headers: auth, body: '{"topic":"job:*","type":"t"}', status: 400, code: 'bad_request' },
+  {
+    name: 'publish not JSON content-type',
+    method: 'POST',
+    path: '/v1/events',
+    headers: { ...auth, 'content-type': 'text/plain' },
+    body: 'hello',
+    status: 415,
+    code: 'unsupported_media_type',
+  },
+  {
+    name: 'publish oversize body',
+    method: 'POST',
+    path: '/v1/events',
+    headers: auth,
+    body: JSON.stringify({ topic: 'a', type: 't', data: big }),
+    status: 413,
+    code: 'payload_too_large',
+  },
+  {
+    name: 'publish oversize data',
+    method: 'POST',
+    path: '/v1/events',
+    headers: auth,
+    body: JSON.stringify({ topic: 'a', type: 't', data: 'y'.repeat(2000) }),
+    status: 413,
+    code: 'payload_too_large',
+  },
+  {
+    name: 'publish bad topic',
+    method: 'POST',
+    path: '/v1/events',
+    headers: auth,
+    body: '{"topic":"../etc/passwd","type":"t"}',
+    status: 400,
+    code: 'bad_request',
+  },
+  {
+    name: 'publish pattern as topic',
+    method: 'POST',
+    path: '/v1/events',
+    headers: auth,
+    body: '{"topic":"job:*","type":"t"}',
+    status: 400,
+    code: 'bad_request',
+  },
   { name: 'publish missing type', method: 'POST', path: '/v1/events', headers: auth, body: '{"topic":"a"}', status: 400, code: 'bad_request' },
   { name: 'publish empty type', method: 'POST', path: '/v1/events', headers: auth, body: '{"topic":"a","type":""}', status: 400, code: 'bad_request' },
-  { name: 'publish unknown field', method: 'POST', path: '/v1/events', headers: auth, body: '{"topic":"a","type":"t","extra":1}', status: 400, code: 'bad_request' },
+  {
+    name: 'publish unknown field',
+    method: 'POST',
+    path: '/v1/events',
+    headers: auth,
+    body: '{"topic":"a","type":"t","extra":1}',
+    status: 400,
+    code: 'bad_request',
+  },
   { name: 'publish empty batch', method: 'POST', path: '/v1/events', headers: auth, body: '{"events":[]}', status: 400, code: 'bad_request' },
-  { name: 'publish batch with one bad topic', method: 'POST', path: '/v1/events', headers: auth, body: '{"events":[{"topic":"ok","type":"t"},{"topic":"BAD","type":"t"}]}', status: 400, code: 'bad_request' },
+  {
+    name: 'publish batch with one bad topic',
+    method: 'POST',
+    path: '/v1/events',
+    headers: auth,
+    body: '{"events":[{"topic":"ok","type":"t"},{"topic":"BAD","type":"t"}]}',
+    status: 400,
+    code: 'bad_request',
+  },
   { name: 'publish a JSON string', method: 'POST', path: '/v1/events', headers: auth, body: '"hello"', status: 400, code: 'bad_request' },
   { name: 'publish null', method: 'POST', path: '/v1/events', headers: auth, body: 'null', status: 400, code: 'bad_request' },
 ];
@@ -105,7 +182,11 @@ describe('bad input', () => {
   });
 
   it('no token value ever reaches the logs', async () => {
-    await fetch(`${herald.url}/v1/events`, { method: 'POST', headers: { authorization: 'Bearer leaked-secret-value', 'content-type': 'application/json' }, body: '{}' });
+    await fetch(`${herald.url}/v1/events`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer leaked-secret-value', 'content-type': 'application/json' },
+      body: '{}',
+    });
     await publish(herald.url, { topic: 'ok', type: 't' });
     const logs = herald.logs.join('');
     expect(logs.length).toBeGreaterThan(0);

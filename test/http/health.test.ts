@@ -27,14 +27,21 @@ describe('health and metrics', () => {
     expect(ok.status).toBe(200);
     expect(await ok.json()).toMatchObject({ status: 'ready', database: 'ok', listener: { state: 'listening', lag: 0 } });
     const before = herald.ctx.listener.reconnects;
-    await herald.ctx.pool.query(`select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'herald-listener' and datname = current_database()`);
+    await herald.ctx.pool.query(
+      `select pg_terminate_backend(pid) from pg_stat_activity where application_name = 'herald-listener' and datname = current_database()`,
+    );
     await until(() => herald.ctx.listener.reconnects > before && herald.ctx.listener.state === 'listening', 10_000, 'listener to come back');
     expect((await fetch(`${herald.url}/readyz`)).status).toBe(200);
   });
 
   it('/metrics exposes appends, reads, subscribers, deliveries and reconnects', async () => {
     const sse = await fetch(`${herald.url}/v1/events/stream?since=0`);
-    const res0 = await publish(herald.url, { events: [{ topic: 'm:a', type: 't' }, { topic: 'm:b', type: 't' }] });
+    const res0 = await publish(herald.url, {
+      events: [
+        { topic: 'm:a', type: 't' },
+        { topic: 'm:b', type: 't' },
+      ],
+    });
     expect(res0.status).toBe(201);
     await until(async () => /herald_deliveries_total\{transport="sse"\} [1-9]/.test(await (await fetch(`${herald.url}/metrics`)).text()));
     const text = await (await fetch(`${herald.url}/metrics`)).text();

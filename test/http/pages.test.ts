@@ -51,11 +51,15 @@ async function logLines(page: Page): Promise<{ id: string; text: string }[]> {
 }
 
 describe.skipIf(!haveChromium)('web pages in Chromium', () => {
-  it('/jobs/<id> shows a publishing job\'s log lines in order as they commit, and the final status without a reload', async () => {
+  it("/jobs/<id> shows a publishing job's log lines in order as they commit, and the final status without a reload", async () => {
     // Hold publishes inside their transaction so the page sees the job running.
     const blocker = await blockPublishes(db.url);
     const body = await buildArchive({ 'manifest.json': JSON.stringify({ name: 'web-pkg', version: '1.0.0', dependencies: { dep: '^1.0.0' } }) });
-    const res = await fetch(`${herald.url}/api/v1/publish?name=web-pkg&version=1.0.0`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/gzip' }, body: new Uint8Array(body) });
+    const res = await fetch(`${herald.url}/api/v1/publish?name=web-pkg&version=1.0.0`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/gzip' },
+      body: new Uint8Array(body),
+    });
     const { jobId } = (await res.json()) as { jobId: number };
     const page = await browser.newPage();
     await page.goto(`${herald.url}/jobs/${jobId}`);
@@ -236,7 +240,10 @@ describe.skipIf(!haveChromium)('web pages in Chromium', () => {
     const page = await browser.newPage();
     const pages = { home: '/', events: '/events', package: '/packages/web-pkg', takedown: '/takedown' };
     for (const [name, path] of Object.entries(pages)) {
-      for (const [label, width] of [['desktop', 1280], ['phone', 375]] as const) {
+      for (const [label, width] of [
+        ['desktop', 1280],
+        ['phone', 375],
+      ] as const) {
         await page.setViewportSize({ width, height: 900 });
         const res = await page.goto(`${herald.url}${path}`);
         expect(res!.status(), path).toBe(200);

@@ -49,7 +49,13 @@ async function post(path: string, token: string | null, body: unknown) {
 }
 
 async function job(id: number) {
-  return (await (await fetch(`${herald.url}/api/v1/jobs/${id}`)).json()) as { id: number; status: string; error: string | null; attempts: number; result: unknown };
+  return (await (await fetch(`${herald.url}/api/v1/jobs/${id}`)).json()) as {
+    id: number;
+    status: string;
+    error: string | null;
+    attempts: number;
+    result: unknown;
+  };
 }
 
 async function finished(id: number) {
@@ -91,11 +97,20 @@ describe('publish', () => {
     expect(polled.logs).toEqual(logEvents);
     expect(polled.next).toBe(logEvents.at(-1)!.id);
     const since = (await (await fetch(`${herald.url}/api/v1/jobs/${jobId}/logs?since=${logEvents[0]!.id}&level=info`)).json()) as { logs: { id: number }[] };
-    expect(since.logs.map((l) => l.id)).toEqual(logEvents.slice(1).filter((l) => (l as unknown as { level: string }).level !== 'debug').map((l) => l.id));
+    expect(since.logs.map((l) => l.id)).toEqual(
+      logEvents
+        .slice(1)
+        .filter((l) => (l as unknown as { level: string }).level !== 'debug')
+        .map((l) => l.id),
+    );
     // The status event carries the job exactly as GET jobs/<id> returns it.
     const final = events.at(-1)!.data;
     expect(final).toEqual(await job(jobId));
-    expect(final).toMatchObject({ status: 'succeeded', attempts: 1, result: { name: 'left-pad', version: '1.0.0', sha256: expect.stringMatching(/^[0-9a-f]{64}$/) } });
+    expect(final).toMatchObject({
+      status: 'succeeded',
+      attempts: 1,
+      result: { name: 'left-pad', version: '1.0.0', sha256: expect.stringMatching(/^[0-9a-f]{64}$/) },
+    });
     // The package is readable, with the archive's bytes.
     const pkg = (await (await fetch(`${herald.url}/api/v1/packages/left-pad`)).json()) as { owners: string[]; versions: { version: string; sha256: string }[] };
     expect(pkg.owners).toEqual(['alice']);
@@ -135,7 +150,8 @@ describe('locks', () => {
   it('two publishes of one package run one after the other; different packages run in parallel', async () => {
     // Hold the versions table: every publish blocks inside its effects transaction.
     const blocker = await blockPublishes(db.url);
-    const submit = async (name: string, version: string) => ((await (await publish(alice, await tarball(name, version), name, version)).json()) as { jobId: number }).jobId;
+    const submit = async (name: string, version: string) =>
+      ((await (await publish(alice, await tarball(name, version), name, version)).json()) as { jobId: number }).jobId;
     const a1 = await submit('lock-a', '1.0.0');
     const a2 = await submit('lock-a', '2.0.0');
     const b1 = await submit('lock-b', '1.0.0');
@@ -145,14 +161,17 @@ describe('locks', () => {
     expect((await job(a2)).status).toBe('queued');
     await blocker.release();
     for (const id of [a1, a2, b1]) expect((await finished(id)).status).toBe('succeeded');
-    const { rows } = await herald.ctx.pool.query<{ id: number; started_at: Date; finished_at: Date }>('select id, started_at, finished_at from herald.jobs where id = any($1)', [[a1, a2]]);
+    const { rows } = await herald.ctx.pool.query<{ id: number; started_at: Date; finished_at: Date }>(
+      'select id, started_at, finished_at from herald.jobs where id = any($1)',
+      [[a1, a2]],
+    );
     const byId = new Map(rows.map((r) => [Number(r.id), r]));
     expect(byId.get(a2)!.started_at.getTime()).toBeGreaterThanOrEqual(byId.get(a1)!.finished_at.getTime());
   });
 });
 
 describe('auth and permissions', () => {
-  it('no token and a wrong token are 401; a publisher on someone else\'s package is 403; trustee-only paths refuse publishers', async () => {
+  it("no token and a wrong token are 401; a publisher on someone else's package is 403; trustee-only paths refuse publishers", async () => {
     const before = await storeFingerprint();
     const body = await tarball('left-pad', '9.0.0');
     expect((await publish(null, body, 'left-pad', '9.0.0')).status).toBe(401);
@@ -177,7 +196,13 @@ describe('auth and permissions', () => {
       const done = await finished(((await res.json()) as { jobId: number }).jobId);
       expect(done.status, `${path}: ${done.error}`).toBe('succeeded');
     };
-    const pkg = async () => (await (await fetch(`${herald.url}/api/v1/packages/left-pad`)).json()) as { owners: string[]; moderated: boolean; versions: { version: string; retracted: boolean }[]; advisories: { id: string; affected: string }[] };
+    const pkg = async () =>
+      (await (await fetch(`${herald.url}/api/v1/packages/left-pad`)).json()) as {
+        owners: string[];
+        moderated: boolean;
+        versions: { version: string; retracted: boolean }[];
+        advisories: { id: string; affected: string }[];
+      };
     await run('retract', alice, { name: 'left-pad', version: '1.0.0' });
     expect((await pkg()).versions[0]!.retracted).toBe(true);
     await run('advisory', trustee, { name: 'left-pad', id: 'HRLD-2026-1', summary: 'prototype pollution', affected: '<1.0.1' });
@@ -209,25 +234,45 @@ describe('auth and permissions', () => {
 });
 
 describe('bad input', () => {
-  const cases: { name: string; body: () => Promise<Buffer> | Buffer; pkg: string; version: string; expect: { status?: number; code?: string; failed?: RegExp } }[] = [
+  const cases: {
+    name: string;
+    body: () => Promise<Buffer> | Buffer;
+    pkg: string;
+    version: string;
+    expect: { status?: number; code?: string; failed?: RegExp };
+  }[] = [
     { name: 'not gzip', body: () => Buffer.from('definitely not a tarball'), pkg: 'bad-a', version: '1.0.0', expect: { failed: /gzip/i } },
     {
       name: 'path traversal entry',
-      body: () => rawTgz([{ name: 'manifest.json', body: manifest('bad-t', '1.0.0') }, { name: '../../etc/evil', body: 'x' }]),
+      body: () =>
+        rawTgz([
+          { name: 'manifest.json', body: manifest('bad-t', '1.0.0') },
+          { name: '../../etc/evil', body: 'x' },
+        ]),
       pkg: 'bad-t',
       version: '1.0.0',
       expect: { failed: /\.\./ },
     },
     {
       name: 'symlink out of the package',
-      body: () => rawTgz([{ name: 'manifest.json', body: manifest('bad-s', '1.0.0') }, { name: 'link', type: '2', linkname: '../../../etc/passwd' }]),
+      body: () =>
+        rawTgz([
+          { name: 'manifest.json', body: manifest('bad-s', '1.0.0') },
+          { name: 'link', type: '2', linkname: '../../../etc/passwd' },
+        ]),
       pkg: 'bad-s',
       version: '1.0.0',
       expect: { failed: /link/i },
     },
     { name: 'manifest version mismatch', body: () => tarball('bad-b', '1.0.0'), pkg: 'bad-b', version: '1.0.1', expect: { failed: /version/i } },
     { name: 'manifest name mismatch', body: () => tarball('other-name', '1.0.0'), pkg: 'bad-c', version: '1.0.0', expect: { failed: /name/i } },
-    { name: 'manifest with bad semver', body: () => buildArchive({ 'manifest.json': JSON.stringify({ name: 'bad-d', version: '1.0', dependencies: {} }) }), pkg: 'bad-d', version: '1.0.0', expect: { failed: /semver|version/i } },
+    {
+      name: 'manifest with bad semver',
+      body: () => buildArchive({ 'manifest.json': JSON.stringify({ name: 'bad-d', version: '1.0', dependencies: {} }) }),
+      pkg: 'bad-d',
+      version: '1.0.0',
+      expect: { failed: /semver|version/i },
+    },
     { name: 'too big', body: () => Buffer.alloc(70 * 1024, 1), pkg: 'bad-e', version: '1.0.0', expect: { status: 413, code: 'payload_too_large' } },
     { name: 'bad name in the request', body: () => tarball('x', '1.0.0'), pkg: '../etc', version: '1.0.0', expect: { status: 400, code: 'bad_request' } },
     { name: 'bad version in the request', body: () => tarball('x', '1.0.0'), pkg: 'x', version: 'v1', expect: { status: 400, code: 'bad_request' } },
@@ -257,7 +302,11 @@ describe('bad input', () => {
     expect((await fetch(`${herald.url}/api/v1/jobs/1/logs?after=yesterday`)).status).toBe(400);
     expect((await post('unpublish', alice, { name: 'left-pad' })).status).toBe(400);
     expect((await post('advisory', alice, { name: 'left-pad', id: 'A', summary: 's', affected: 'not a range!' })).status).toBe(400);
-    const raw = await fetch(`${herald.url}/api/v1/transfer`, { method: 'POST', headers: { authorization: `Bearer ${alice}`, 'content-type': 'application/json' }, body: '{"name":' });
+    const raw = await fetch(`${herald.url}/api/v1/transfer`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${alice}`, 'content-type': 'application/json' },
+      body: '{"name":',
+    });
     expect(raw.status).toBe(400);
     expect((await fetch(`${herald.url}/api/v1/packages/..%2Fetc`)).status).toBe(400);
   });
@@ -265,7 +314,10 @@ describe('bad input', () => {
 
 describe('jobs listing, logs and status', () => {
   it('lists jobs by type and status with a since cursor; logs filter by level and after=; long lines are truncated and marked', async () => {
-    const all = (await (await fetch(`${herald.url}/api/v1/jobs?type=publish&status=succeeded&limit=2`)).json()) as { jobs: { id: number; type: string; status: string }[]; next: number };
+    const all = (await (await fetch(`${herald.url}/api/v1/jobs?type=publish&status=succeeded&limit=2`)).json()) as {
+      jobs: { id: number; type: string; status: string }[];
+      next: number;
+    };
     expect(all.jobs.length).toBe(2);
     expect(all.jobs.every((j) => j.type === 'publish' && j.status === 'succeeded')).toBe(true);
     const rest = (await (await fetch(`${herald.url}/api/v1/jobs?type=publish&status=succeeded&since=${all.next}`)).json()) as { jobs: { id: number }[] };
@@ -285,6 +337,12 @@ describe('jobs listing, logs and status', () => {
   it('/api/v1/status reports database, listener, workers and job counts', async () => {
     const res = await fetch(`${herald.url}/api/v1/status`);
     expect(res.status).toBe(200);
-    expect(await res.json()).toMatchObject({ status: 'ok', database: 'ok', listener: { state: 'listening' }, workers: { state: 'running', size: 4 }, jobs: { succeeded: expect.any(Number) } });
+    expect(await res.json()).toMatchObject({
+      status: 'ok',
+      database: 'ok',
+      listener: { state: 'listening' },
+      workers: { state: 'running', size: 4 },
+      jobs: { succeeded: expect.any(Number) },
+    });
   });
 });

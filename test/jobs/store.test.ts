@@ -22,7 +22,8 @@ describe('JobStore.claim', () => {
   it('reclaims a lapsed running job before a queued one with the same lock key (no livelock)', async () => {
     // The queued job has the lower id: a claim that only skipped *live* lock holders would
     // pick it, collide with the lapsed job on the running-lock index, and never progress.
-    const queued = (await pool.query(`insert into herald.jobs (type, payload, lock_key, max_attempts) values ('t', '{}', 'package:k', 3) returning id`)).rows[0].id;
+    const queued = (await pool.query(`insert into herald.jobs (type, payload, lock_key, max_attempts) values ('t', '{}', 'package:k', 3) returning id`)).rows[0]
+      .id;
     const lapsed = (
       await pool.query(
         `insert into herald.jobs (type, payload, lock_key, max_attempts, status, attempts, locked_by, locked_until, started_at)

@@ -3,22 +3,17 @@
  * worker claims it, and it succeeds exactly once; the dead worker's half-done transaction
  * leaves nothing behind.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { fileURLToPath } from 'node:url';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { buildArchive } from '../../src/registry/archive.ts';
 import { blockPublishes } from '../support/blocker.ts';
 import { createTestDatabase } from '../support/db.ts';
 import { startTestHerald, until } from '../support/herald.ts';
+import { HERALD_BIN, trackProcesses } from '../support/processes.ts';
 
-const BIN = fileURLToPath(new URL('../../bin/herald.js', import.meta.url));
-const cleanups: (() => Promise<unknown>)[] = [];
-const children = new Set<ChildProcess>();
-afterAll(async () => {
-  for (const c of children) c.kill('SIGKILL');
-  for (const c of cleanups.reverse()) await c().catch(() => undefined);
-});
+const BIN = HERALD_BIN;
+const { children, cleanups } = trackProcesses();
 
 describe('worker pool', () => {
   it('a worker process killed mid-job: the job is retried after the lease and succeeds once', async () => {
@@ -30,7 +25,14 @@ describe('worker pool', () => {
     const token = await api.tokens.create('carol', false);
 
     const worker = spawn(process.execPath, [BIN, 'worker'], {
-      env: { PATH: process.env.PATH ?? '', DATABASE_URL: db.url, HERALD_WORKERS: '1', HERALD_JOB_LEASE_MS: '1000', LOG_LEVEL: 'warn' },
+      env: {
+        PATH: process.env.PATH ?? '',
+        DATABASE_URL: db.url,
+        HERALD_WORKERS: '1',
+        HERALD_JOB_LEASE_MS: '1000',
+        LOG_LEVEL: 'info',
+        HERALD_LOG_FORMAT: 'json',
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     children.add(worker);
@@ -43,14 +45,31 @@ describe('worker pool', () => {
     const blocker = await blockPublishes(db.url);
 
     const body = await buildArchive({ 'manifest.json': JSON.stringify({ name: 'crashy', version: '1.0.0', dependencies: {} }) });
-    const res = await fetch(`${api.url}/api/v1/publish?name=crashy&version=1.0.0`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/gzip' }, body: new Uint8Array(body) });
+    const res = await fetch(`${api.url}/api/v1/publish?name=crashy&version=1.0.0`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/gzip' },
+      body: new Uint8Array(body),
+    });
     const { jobId } = (await res.json()) as { jobId: number };
-    const row = async () => (await api.ctx.pool.query('select status, locked_by, attempts from herald.jobs where id = $1', [jobId])).rows[0] as { status: string; locked_by: string | null; attempts: number };
-    await until(async () => {
-      const r = await row();
-      return r.status === 'running' && (r.locked_by ?? '').startsWith(`${workerId}/`);
-    }, 15_000, 'the worker process to claim the job');
-    await until(async () => (await api.ctx.pool.query(`select 1 from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()`)).rowCount! > 0, 15_000, 'the job to block on the lock');
+    const row = async () =>
+      (await api.ctx.pool.query('select status, locked_by, attempts from herald.jobs where id = $1', [jobId])).rows[0] as {
+        status: string;
+        locked_by: string | null;
+        attempts: number;
+      };
+    await until(
+      async () => {
+        const r = await row();
+        return r.status === 'running' && (r.locked_by ?? '').startsWith(`${workerId}/`);
+      },
+      15_000,
+      'the worker process to claim the job',
+    );
+    await until(
+      async () => (await api.ctx.pool.query(`select 1 from pg_stat_activity where wait_event_type = 'Lock' and datname = current_database()`)).rowCount! > 0,
+      15_000,
+      'the job to block on the lock',
+    );
 
     worker.kill('SIGKILL');
     await once(worker, 'exit');
@@ -67,7 +86,9 @@ describe('worker pool', () => {
     expect(versions.rows[0].n).toBe(1);
     const published = await api.ctx.pool.query(`select count(*)::int as n from herald.events where topic = 'package:crashy' and type = 'published'`);
     expect(published.rows[0].n).toBe(1);
-    const statuses = await api.ctx.pool.query(`select data->>'status' as s from herald.events where topic = $1 and type = 'status' order by id`, [`job:${jobId}`]);
+    const statuses = await api.ctx.pool.query(`select data->>'status' as s from herald.events where topic = $1 and type = 'status' order by id`, [
+      `job:${jobId}`,
+    ]);
     expect(statuses.rows.map((r) => r.s)).toEqual(['queued', 'running', 'running', 'succeeded']);
   });
 });

@@ -26,7 +26,13 @@ import { type RawEntry, rawHeader, rawTar, rawTgz } from '../support/tar.ts';
 const BAD = 'HERALD_ERR_BAD_REQUEST';
 const BIG = 'HERALD_ERR_PAYLOAD_TOO_LARGE';
 
-const MANIFEST = { name: 'left-pad', version: '1.2.3', description: 'pads strings', license: 'MIT', dependencies: { 'is-string': '^2.0.0', x_1: '>=1 <2 || 3.x' } };
+const MANIFEST = {
+  name: 'left-pad',
+  version: '1.2.3',
+  description: 'pads strings',
+  license: 'MIT',
+  dependencies: { 'is-string': '^2.0.0', x_1: '>=1 <2 || 3.x' },
+};
 const manifestJson = (m: Record<string, unknown> = MANIFEST) => JSON.stringify(m);
 /** A valid manifest with `patch` applied (undefined values remove the field). */
 const withManifest = (patch: Record<string, unknown>) => buildArchive({ 'manifest.json': manifestJson({ ...MANIFEST, ...patch }) });
@@ -122,17 +128,49 @@ describe('inspectArchive', () => {
   const MiB = 1024 * 1024;
   const cases: { name: string; build: () => Buffer | Promise<Buffer>; limits?: Partial<ArchiveLimits>; code: ErrorCode; message: string | RegExp }[] = [
     // Not gzip, or broken gzip
-    { name: 'random bytes (not gzip)', build: () => Buffer.concat([Buffer.from('PK\x03\x04'), createHash('sha512').update('x').digest()]), code: BAD, message: 'not a gzip archive' },
+    {
+      name: 'random bytes (not gzip)',
+      build: () => Buffer.concat([Buffer.from('PK\x03\x04'), createHash('sha512').update('x').digest()]),
+      code: BAD,
+      message: 'not a gzip archive',
+    },
     { name: 'empty upload', build: () => Buffer.alloc(0), code: BAD, message: 'not a gzip archive' },
-    { name: 'truncated gzip', build: async () => { const b = await buildArchive({ 'manifest.json': manifestJson(), 'a.txt': createHash('sha512').update('a').digest('hex').repeat(50) }); return b.subarray(0, Math.floor(b.length / 2)); }, code: BAD, message: 'not a valid gzip stream' },
+    {
+      name: 'truncated gzip',
+      build: async () => {
+        const b = await buildArchive({ 'manifest.json': manifestJson(), 'a.txt': createHash('sha512').update('a').digest('hex').repeat(50) });
+        return b.subarray(0, Math.floor(b.length / 2));
+      },
+      code: BAD,
+      message: 'not a valid gzip stream',
+    },
     { name: 'gzip inside gzip', build: async () => gzipSync(await buildArchive({ 'manifest.json': manifestJson() })), code: BAD, message: 'gzip inside gzip' },
     // Not tar, or broken tar
     { name: 'gzip of non-tar garbage', build: () => gzipSync(Buffer.alloc(4096, 'this is not a tar archive ')), code: BAD, message: 'not a valid tar' },
     { name: 'gzip of a few bytes', build: () => gzipSync(Buffer.from('hello')), code: BAD, message: 'not a valid tar' },
-    { name: 'tar cut in the middle of an entry', build: () => gzipSync(rawTar([manifestEntry, { name: 'big.bin', size: 4096, body: Buffer.alloc(1000, 1) }], { end: false })), code: BAD, message: 'not a valid tar' },
+    {
+      name: 'tar cut in the middle of an entry',
+      build: () => gzipSync(rawTar([manifestEntry, { name: 'big.bin', size: 4096, body: Buffer.alloc(1000, 1) }], { end: false })),
+      code: BAD,
+      message: 'not a valid tar',
+    },
     { name: 'tar cut at an entry boundary', build: () => rawTgz([manifestEntry], { end: false }), code: BAD, message: 'no end-of-archive marker' },
-    { name: 'corrupt header checksum', build: () => { const t = rawTar([manifestEntry]); t[0] = 'n'.charCodeAt(0); return gzipSync(t); }, code: BAD, message: 'checksum' },
-    { name: 'junk after the end-of-archive marker', build: () => gzipSync(Buffer.concat([rawTar([manifestEntry]), Buffer.alloc(20_000, 7)])), code: BAD, message: 'after the end-of-archive marker' },
+    {
+      name: 'corrupt header checksum',
+      build: () => {
+        const t = rawTar([manifestEntry]);
+        t[0] = 'n'.charCodeAt(0);
+        return gzipSync(t);
+      },
+      code: BAD,
+      message: 'checksum',
+    },
+    {
+      name: 'junk after the end-of-archive marker',
+      build: () => gzipSync(Buffer.concat([rawTar([manifestEntry]), Buffer.alloc(20_000, 7)])),
+      code: BAD,
+      message: 'after the end-of-archive marker',
+    },
     // Unsafe paths
     { name: 'path traversal ../evil', build: () => rawTgz([manifestEntry, { name: '../evil', body: 'x' }]), code: BAD, message: "'..' segment" },
     { name: 'path traversal a/../../evil', build: () => rawTgz([manifestEntry, { name: 'a/../../evil', body: 'x' }]), code: BAD, message: "'..' segment" },
@@ -140,29 +178,99 @@ describe('inspectArchive', () => {
     { name: 'drive-letter path C:/x', build: () => rawTgz([manifestEntry, { name: 'C:/x', body: 'x' }]), code: BAD, message: 'absolute path' },
     { name: 'backslash a\\..\\..\\x', build: () => rawTgz([manifestEntry, { name: 'a\\..\\..\\x', body: 'x' }]), code: BAD, message: 'backslash' },
     { name: 'NUL in a (pax) path', build: () => rawTgz([manifestEntry, paxPath('a\0b'), { name: 'ab', body: 'x' }]), code: BAD, message: 'NUL' },
-    { name: 'traversal in a pax path', build: () => rawTgz([manifestEntry, paxPath('../../evil'), { name: 'harmless', body: 'x' }]), code: BAD, message: "'..' segment" },
+    {
+      name: 'traversal in a pax path',
+      build: () => rawTgz([manifestEntry, paxPath('../../evil'), { name: 'harmless', body: 'x' }]),
+      code: BAD,
+      message: "'..' segment",
+    },
     // Links and special files
-    { name: 'symlink pointing outside (link -> ../../etc/passwd)', build: () => rawTgz([manifestEntry, { name: 'link', type: '2', linkname: '../../etc/passwd' }]), code: BAD, message: 'is a symbolic link (to "../../etc/passwd")' },
-    { name: 'symlink pointing to an absolute path', build: () => rawTgz([manifestEntry, { name: 'link', type: '2', linkname: '/etc/passwd' }]), code: BAD, message: 'symbolic link' },
-    { name: 'symlink inside the root (still rejected)', build: () => rawTgz([manifestEntry, { name: 'link', type: '2', linkname: 'manifest.json' }]), code: BAD, message: 'symbolic link' },
+    {
+      name: 'symlink pointing outside (link -> ../../etc/passwd)',
+      build: () => rawTgz([manifestEntry, { name: 'link', type: '2', linkname: '../../etc/passwd' }]),
+      code: BAD,
+      message: 'is a symbolic link (to "../../etc/passwd")',
+    },
+    {
+      name: 'symlink pointing to an absolute path',
+      build: () => rawTgz([manifestEntry, { name: 'link', type: '2', linkname: '/etc/passwd' }]),
+      code: BAD,
+      message: 'symbolic link',
+    },
+    {
+      name: 'symlink inside the root (still rejected)',
+      build: () => rawTgz([manifestEntry, { name: 'link', type: '2', linkname: 'manifest.json' }]),
+      code: BAD,
+      message: 'symbolic link',
+    },
     { name: 'hard link', build: () => rawTgz([manifestEntry, { name: 'hard', type: '1', linkname: 'manifest.json' }]), code: BAD, message: 'is a hard link' },
     { name: 'character device', build: () => rawTgz([manifestEntry, { name: 'null', type: '3' }]), code: BAD, message: 'device file' },
     { name: 'FIFO', build: () => rawTgz([manifestEntry, { name: 'pipe', type: '6' }]), code: BAD, message: 'FIFO' },
     { name: 'unknown entry type', build: () => rawTgz([manifestEntry, { name: 'sparse', type: 'S', body: 'x' }]), code: BAD, message: 'unsupported type' },
     // Limits
-    { name: 'too many files', build: () => buildArchive({ 'manifest.json': manifestJson(), a: '1', b: '2', c: '3', d: '4', e: '5' }), limits: { maxFiles: 5 }, code: BIG, message: 'more than 5 files' },
-    { name: 'too big uncompressed (2 MiB file, 1 MiB limit)', build: () => buildArchive({ 'manifest.json': manifestJson(), 'zeros.bin': Buffer.alloc(2 * MiB) }), limits: { maxUncompressedBytes: MiB }, code: BIG, message: `more than ${MiB} bytes` },
-    { name: 'zero padding bomb after the end marker', build: () => gzipSync(Buffer.concat([rawTar([manifestEntry]), Buffer.alloc(4 * MiB)])), limits: { maxUncompressedBytes: MiB }, code: BIG, message: `more than ${MiB} bytes` },
-    { name: 'header claims a small size, body is huge (real bytes counted)', build: () => gzipSync(Buffer.concat([rawTar([manifestEntry], { end: false }), rawHeader({ name: 'liar' }, 1), Buffer.alloc(4 * MiB, 0)])), limits: { maxUncompressedBytes: MiB }, code: BIG, message: `more than ${MiB} bytes` },
-    { name: 'too big compressed', build: () => buildArchive({ 'manifest.json': manifestJson() }), limits: { maxCompressedBytes: 100 }, code: BIG, message: 'the limit is 100' },
+    {
+      name: 'too many files',
+      build: () => buildArchive({ 'manifest.json': manifestJson(), a: '1', b: '2', c: '3', d: '4', e: '5' }),
+      limits: { maxFiles: 5 },
+      code: BIG,
+      message: 'more than 5 files',
+    },
+    {
+      name: 'too big uncompressed (2 MiB file, 1 MiB limit)',
+      build: () => buildArchive({ 'manifest.json': manifestJson(), 'zeros.bin': Buffer.alloc(2 * MiB) }),
+      limits: { maxUncompressedBytes: MiB },
+      code: BIG,
+      message: `more than ${MiB} bytes`,
+    },
+    {
+      name: 'zero padding bomb after the end marker',
+      build: () => gzipSync(Buffer.concat([rawTar([manifestEntry]), Buffer.alloc(4 * MiB)])),
+      limits: { maxUncompressedBytes: MiB },
+      code: BIG,
+      message: `more than ${MiB} bytes`,
+    },
+    {
+      name: 'header claims a small size, body is huge (real bytes counted)',
+      build: () => gzipSync(Buffer.concat([rawTar([manifestEntry], { end: false }), rawHeader({ name: 'liar' }, 1), Buffer.alloc(4 * MiB, 0)])),
+      limits: { maxUncompressedBytes: MiB },
+      code: BIG,
+      message: `more than ${MiB} bytes`,
+    },
+    {
+      name: 'too big compressed',
+      build: () => buildArchive({ 'manifest.json': manifestJson() }),
+      limits: { maxCompressedBytes: 100 },
+      code: BIG,
+      message: 'the limit is 100',
+    },
     // manifest.json presence and shape
     { name: 'missing manifest', build: () => buildArchive({ 'index.js': 'x' }), code: BAD, message: 'no manifest.json at its root' },
-    { name: 'manifest only in a subfolder', build: () => buildArchive({ 'pkg/manifest.json': manifestJson() }), code: BAD, message: 'no manifest.json at its root' },
-    { name: 'manifest only in an npm-style package/ folder', build: () => buildArchive({ 'package/manifest.json': manifestJson() }), code: BAD, message: 'no manifest.json at its root' },
-    { name: 'two manifests (manifest.json and ./manifest.json)', build: () => rawTgz([manifestEntry, { ...manifestEntry, name: './manifest.json' }]), code: BAD, message: 'more than one manifest.json' },
+    {
+      name: 'manifest only in a subfolder',
+      build: () => buildArchive({ 'pkg/manifest.json': manifestJson() }),
+      code: BAD,
+      message: 'no manifest.json at its root',
+    },
+    {
+      name: 'manifest only in an npm-style package/ folder',
+      build: () => buildArchive({ 'package/manifest.json': manifestJson() }),
+      code: BAD,
+      message: 'no manifest.json at its root',
+    },
+    {
+      name: 'two manifests (manifest.json and ./manifest.json)',
+      build: () => rawTgz([manifestEntry, { ...manifestEntry, name: './manifest.json' }]),
+      code: BAD,
+      message: 'more than one manifest.json',
+    },
     { name: 'duplicate file', build: () => rawTgz([manifestEntry, { name: 'a', body: '1' }, { name: './a', body: '2' }]), code: BAD, message: 'twice' },
     { name: 'manifest.json is a directory', build: () => rawTgz([{ name: 'manifest.json/', type: '5' }]), code: BAD, message: 'must be a file' },
-    { name: 'manifest larger than 64 KiB', build: () => buildArchive({ 'manifest.json': manifestJson({ ...MANIFEST, pad: 'x'.repeat(70_000) }) }), code: BAD, message: 'manifest.json is' },
+    {
+      name: 'manifest larger than 64 KiB',
+      build: () => buildArchive({ 'manifest.json': manifestJson({ ...MANIFEST, pad: 'x'.repeat(70_000) }) }),
+      code: BAD,
+      message: 'manifest.json is',
+    },
     { name: 'manifest not JSON', build: () => buildArchive({ 'manifest.json': 'name: left-pad' }), code: BAD, message: 'not valid UTF-8 JSON' },
     { name: 'manifest not UTF-8', build: () => buildArchive({ 'manifest.json': Buffer.from([0x7b, 0xff, 0x7d]) }), code: BAD, message: 'not valid UTF-8 JSON' },
     { name: 'manifest is an array', build: () => buildArchive({ 'manifest.json': '[]' }), code: BAD, message: 'must be a JSON object' },
@@ -181,11 +289,21 @@ describe('inspectArchive', () => {
     { name: 'description too long', build: () => withManifest({ description: 'd'.repeat(1001) }), code: BAD, message: 'the limit is 1000' },
     { name: 'license too long', build: () => withManifest({ license: 'l'.repeat(101) }), code: BAD, message: 'license is 101 characters' },
     { name: 'dependencies an array', build: () => withManifest({ dependencies: ['a'] }), code: BAD, message: 'dependencies must be an object' },
-    { name: 'dependency range latest', build: () => withManifest({ dependencies: { a: 'latest' } }), code: BAD, message: 'dependency "a" has range "latest", which is not a valid semver range' },
+    {
+      name: 'dependency range latest',
+      build: () => withManifest({ dependencies: { a: 'latest' } }),
+      code: BAD,
+      message: 'dependency "a" has range "latest", which is not a valid semver range',
+    },
     { name: 'dependency range garbage', build: () => withManifest({ dependencies: { a: '>=1.0.0 <<2' } }), code: BAD, message: 'not a valid semver range' },
     { name: 'dependency range empty', build: () => withManifest({ dependencies: { a: '' } }), code: BAD, message: 'not a valid semver range' },
     { name: 'dependency range a number', build: () => withManifest({ dependencies: { a: 1 } }), code: BAD, message: 'not a valid semver range' },
-    { name: 'dependency with a bad name', build: () => withManifest({ dependencies: { '../evil': '^1.0.0' } }), code: BAD, message: 'dependency name "../evil" is not valid' },
+    {
+      name: 'dependency with a bad name',
+      build: () => withManifest({ dependencies: { '../evil': '^1.0.0' } }),
+      code: BAD,
+      message: 'dependency name "../evil" is not valid',
+    },
   ];
 
   it.each(cases)('rejects: $name', async ({ build, limits, code, message }) => {

@@ -32,7 +32,11 @@ afterAll(async () => {
 const sign = (body: string, secret = SECRET) => `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
 
 async function hook(h: TestHerald, body = '{"ref":"refs/heads/master"}', headers: Record<string, string> = {}) {
-  return fetch(`${h.url}/_/index-webhook`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-hub-signature-256': sign(body), ...headers }, body });
+  return fetch(`${h.url}/_/index-webhook`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-hub-signature-256': sign(body), ...headers },
+    body,
+  });
 }
 
 async function finished(h: TestHerald, jobId: number) {
@@ -52,7 +56,14 @@ async function generateIndex(dir: string, packages: number): Promise<Map<string,
   for (let i = 0; names.length < packages; i++) names.push(`pkg-${i.toString(36)}`);
   for (const [n, name] of names.entries()) {
     const lines = [1, 2, 3].map((v) =>
-      JSON.stringify({ name, vers: `${v}.0.${n % 5}`, deps: [], cksum: createHmac('sha256', 'c').update(`${name}${v}`).digest('hex'), features: {}, yanked: (n + v) % 7 === 0 }),
+      JSON.stringify({
+        name,
+        vers: `${v}.0.${n % 5}`,
+        deps: [],
+        cksum: createHmac('sha256', 'c').update(`${name}${v}`).digest('hex'),
+        features: {},
+        yanked: (n + v) % 7 === 0,
+      }),
     );
     files.set(indexPath(name), lines);
   }
@@ -104,7 +115,11 @@ describe('webhook signatures', () => {
     expect(await count(h, 'select count(*) as n from herald.jobs')).toBe(0);
     expect(await count(h, 'select count(*) as n from herald.webhook_deliveries')).toBe(0);
     // The rotated-out secret still verifies; a repeated delivery is acknowledged, not re-run.
-    const first = await fetch(`${h.url}/_/index-webhook`, { method: 'POST', headers: { 'x-hub-signature-256': sign(body, 'old-secret'), 'x-github-delivery': 'd-1' }, body });
+    const first = await fetch(`${h.url}/_/index-webhook`, {
+      method: 'POST',
+      headers: { 'x-hub-signature-256': sign(body, 'old-secret'), 'x-github-delivery': 'd-1' },
+      body,
+    });
     expect(first.status).toBe(202);
     const { jobId } = (await first.json()) as { jobId: number };
     const again = await fetch(`${h.url}/_/index-webhook`, { method: 'POST', headers: { 'x-hub-signature-256': sign(body), 'x-github-delivery': 'd-1' }, body });
@@ -172,7 +187,9 @@ describe('index sync', () => {
     const head = h.ctx.hub.head;
     const third = await finished(h, ((await (await hook(h)).json()) as { jobId: number }).jobId);
     expect(third.result).toMatchObject({ added: 0, yanked: 1, unyanked: 0 });
-    const events = (await h.ctx.pool.query(`select topic, type, data from herald.events where id > $1 and (type like 'index-%' or topic = 'index') order by id`, [head])).rows;
+    const events = (
+      await h.ctx.pool.query(`select topic, type, data from herald.events where id > $1 and (type like 'index-%' or topic = 'index') order by id`, [head])
+    ).rows;
     expect(events).toEqual([
       { topic: 'package:xy', type: 'index-yank', data: { name: 'xy', vers, yanked: true } },
       { topic: 'index', type: 'synced', data: expect.objectContaining({ yanked: 1, added: 0 }) },
@@ -239,7 +256,9 @@ describe('index sync', () => {
     const quiet = async () => undefined;
     const results = await Promise.all(pools.map((p) => syncIndex(p, new DirectorySource(dir), quiet)));
     expect(results[0]!.added + results[1]!.added).toBe(360);
-    const { rows } = await pools[0]!.query(`select count(*)::int as n, count(distinct topic || (data->>'vers'))::int as d from herald.events where type = 'index-version'`);
+    const { rows } = await pools[0]!.query(
+      `select count(*)::int as n, count(distinct topic || (data->>'vers'))::int as d from herald.events where type = 'index-version'`,
+    );
     expect(rows[0]).toEqual({ n: 360, d: 360 });
     expect((await pools[0]!.query('select count(*)::int as n from herald.index_versions')).rows[0].n).toBe(360);
   });
@@ -249,14 +268,27 @@ describe('index sync', () => {
     cleanups.push(db.drop);
     const h = await startTestHerald(db.url, { indexSourceUrl: `file://${SAMPLE}`, indexSyncIntervalMs: 200, workers: 1 });
     cleanups.push(h.close);
-    await until(async () => (await count(h, `select count(*) as n from herald.jobs where type = 'index-sync' and status = 'succeeded'`)) >= 1, 20_000, 'a periodic sync');
+    await until(
+      async () => (await count(h, `select count(*) as n from herald.jobs where type = 'index-sync' and status = 'succeeded'`)) >= 1,
+      20_000,
+      'a periodic sync',
+    );
     expect(await count(h, 'select count(*) as n from herald.index_versions')).toBe(295);
     // Requests while one is queued fold into it: never more than one waiting.
     expect(await count(h, `select count(*) as n from herald.jobs where type = 'index-sync' and status = 'queued'`)).toBeLessThanOrEqual(1);
   });
 
   it('parses tolerantly: each problem names its file and line', () => {
-    const { entries, problems } = parseIndexFile('3/a/abc', ['{"name":"abc","vers":"1.0.0","cksum":"' + 'a'.repeat(64) + '","yanked":false}', 'garbage', '[1]', '{"name":"other","vers":"1","cksum":"' + 'a'.repeat(64) + '","yanked":false}', '{"name":"abc","vers":"2","cksum":"short","yanked":false}'].join('\n'));
+    const { entries, problems } = parseIndexFile(
+      '3/a/abc',
+      [
+        `{"name":"abc","vers":"1.0.0","cksum":"${'a'.repeat(64)}","yanked":false}`,
+        'garbage',
+        '[1]',
+        `{"name":"other","vers":"1","cksum":"${'a'.repeat(64)}","yanked":false}`,
+        '{"name":"abc","vers":"2","cksum":"short","yanked":false}',
+      ].join('\n'),
+    );
     expect(entries.map((e) => e.vers)).toEqual(['1.0.0']);
     expect(problems.map((p) => [p.line, p.message])).toEqual([
       [2, 'not valid JSON'],

@@ -27,7 +27,11 @@ function oldestOutput(files: string[]): number {
 }
 
 export default function setup() {
-  const source = Math.max(newest(path.join(ROOT, 'src'), /\.ts$/), newest(path.join(ROOT, 'packages/client/src'), /\.ts$/), newest(path.join(ROOT, 'web/src'), /\.ts$/));
+  const source = Math.max(
+    newest(path.join(ROOT, 'src'), /\.ts$/),
+    newest(path.join(ROOT, 'packages/client/src'), /\.ts$/),
+    newest(path.join(ROOT, 'web/src'), /\.ts$/),
+  );
   const built = oldestOutput(['dist/cli.js', 'dist/web/job.js', 'packages/client/dist/index.js']);
   if (built >= source) return;
   process.stderr.write('test setup: dist/ is older than the source; running `npm run build`\n');

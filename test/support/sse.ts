@@ -32,7 +32,7 @@ export function openSse(url: string, headers: Record<string, string> = {}): Prom
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => {
         buf += chunk;
-        let idx;
+        let idx: number;
         while ((idx = buf.indexOf('\n\n')) >= 0) {
           const block = buf.slice(0, idx);
           buf = buf.slice(idx + 2);

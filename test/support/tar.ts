@@ -15,7 +15,7 @@ export interface RawEntry {
 }
 
 function octal(buf: Buffer, off: number, len: number, value: number): void {
-  buf.write(value.toString(8).padStart(len - 1, '0') + '\0', off, len, 'ascii');
+  buf.write(`${value.toString(8).padStart(len - 1, '0')}\0`, off, len, 'ascii');
 }
 
 /** One 512-byte ustar header, written by hand (no sanitising), with a correct checksum. */
@@ -34,7 +34,7 @@ export function rawHeader(e: RawEntry, size: number): Buffer {
   b.fill(0x20, 148, 156);
   let sum = 0;
   for (const byte of b) sum += byte;
-  b.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 8, 'ascii');
+  b.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 8, 'ascii');
   return b;
 }
 

@@ -7,7 +7,11 @@ const jobsEl = document.querySelector<HTMLElement>('#jobs')!;
 
 async function refresh(): Promise<void> {
   try {
-    const s = (await (await fetch('/api/v1/status')).json()) as { listener: { head: number }; clients: { websockets: number; subscribers: number }; jobs: Record<string, number> | null };
+    const s = (await (await fetch('/api/v1/status')).json()) as {
+      listener: { head: number };
+      clients: { websockets: number; subscribers: number };
+      jobs: Record<string, number> | null;
+    };
     headEl.textContent = String(s.listener.head);
     clientsEl.textContent = String(s.clients.websockets);
     jobsEl.textContent = s.jobs ? `${s.jobs.running ?? 0} running · ${s.jobs.queued ?? 0} queued · ${s.jobs.succeeded ?? 0} done` : '—';

@@ -6,8 +6,20 @@
  */
 import { connect, type HeraldConnection, type HeraldEvent } from 'herald-client';
 
-interface Job { id: number; status: string; error: string | null; attempts: number; type: string }
-interface Line { id: number; level: string; message: string; at: string; truncated?: boolean }
+interface Job {
+  id: number;
+  status: string;
+  error: string | null;
+  attempts: number;
+  type: string;
+}
+interface Line {
+  id: number;
+  level: string;
+  message: string;
+  at: string;
+  truncated?: boolean;
+}
 
 const LEVELS = ['debug', 'info', 'warn', 'error'];
 const root = document.querySelector<HTMLElement>('[data-job]')!;
