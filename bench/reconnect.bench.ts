@@ -75,7 +75,8 @@ async function storm(dbUrl: string, pool: pg.Pool, stats: pg.Pool, datname: stri
     BENCH_HERALD_CONFIG: JSON.stringify({ ...QUIET, ...user, ...(window ? {} : { catchUpWindowBytes: 0 }) }),
   });
   const clients = spawnPeer('./peers/storm-clients.ts');
-  const xacts = async () => Number((await stats.query<{ n: string }>('select xact_commit + xact_rollback as n from pg_stat_database where datname = $1', [datname])).rows[0]!.n);
+  const xacts = async () =>
+    Number((await stats.query<{ n: string }>('select xact_commit + xact_rollback as n from pg_stat_database where datname = $1', [datname])).rows[0]!.n);
   try {
     await Promise.all([herald.ready, clients.ready]);
     const url = `${(await herald.call<string>('url')).replace(/^http/, 'ws')}/v1/ws`;
@@ -139,7 +140,8 @@ export async function run(): Promise<Row[]> {
         'worst run, ms': Math.max(...rs.map((r) => r.ms)),
         'clients not exactly once': Math.max(...rs.map((r) => r.wrong)),
         'db transactions': xacts,
-        'per client': xacts / CLIENTS,
+        // Four decimals: the figure with the window is a few thousandths.
+        'per client': (xacts / CLIENTS).toFixed(4),
         'idle baseline': median(rs.map((r) => r.idleXacts)),
         'server CPU ms': median(rs.map((r) => r.cpuMs)),
       };

@@ -14,6 +14,13 @@ export interface NewEvent {
   data?: unknown;
 }
 
+/** An event whose `data` is JSON text, exactly as a producer sent it (POST /v1/events). */
+export interface NewEventJson {
+  topic: string;
+  type: string;
+  dataJson: string;
+}
+
 /** Where the log stands: its epoch, the last committed id, and the oldest readable id. */
 export interface LogHead {
   epoch: string;
@@ -237,6 +244,19 @@ export class EventLog {
     const valid = EventLog.validate(events);
     if (valid.length === 0) return [];
     const { rows } = await client.query<{ id: number }>('select herald.append($1::jsonb) as id', [JSON.stringify(valid)]);
+    return rows.map((r) => r.id).sort((a, b) => a - b);
+  }
+
+  /**
+   * emitMany for events whose `data` is already JSON text, handed to PostgreSQL as it is so
+   * jsonb reads the numbers itself and keeps every digit. The text must be one JSON value
+   * jsonb accepts: POST /v1/events checks it with scanJson (src/gateway/json-input.ts).
+   */
+  async emitManyJson(events: readonly NewEventJson[], client: pg.Pool | pg.PoolClient = this.pool): Promise<number[]> {
+    const valid = EventLog.validate(events.map(({ topic, type }) => ({ topic, type })));
+    if (valid.length === 0) return [];
+    const text = `[${valid.map((e, i) => `{"topic":${JSON.stringify(e.topic)},"type":${JSON.stringify(e.type)},"data":${events[i]!.dataJson}}`).join(',')}]`;
+    const { rows } = await client.query<{ id: number }>('select herald.append($1::jsonb) as id', [text]);
     return rows.map((r) => r.id).sort((a, b) => a - b);
   }
 

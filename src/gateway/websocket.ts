@@ -53,7 +53,10 @@ export function attachWebSocket(ctx: HeraldContext, server: http.Server): WebSoc
       if (url.pathname !== ROUTES.ws) throw new HeraldError('HERALD_ERR_NOT_FOUND', `no WebSocket endpoint at ${url.pathname}; use ${ROUTES.ws}`);
       if (ctx.stopping) throw new HeraldError('HERALD_ERR_SHUTTING_DOWN', 'server is shutting down: connect to another instance');
       if (sessions.size >= ctx.config.wsMaxConnections) {
-        throw new HeraldError('HERALD_ERR_TOO_MANY_CONNECTIONS', `this instance holds its maximum of ${ctx.config.wsMaxConnections} connections: retry later or elsewhere`);
+        throw new HeraldError(
+          'HERALD_ERR_TOO_MANY_CONNECTIONS',
+          `this instance holds its maximum of ${ctx.config.wsMaxConnections} connections: retry later or elsewhere`,
+        );
       }
       const reader = ctx.access.authenticate(req.headers.authorization, url.searchParams.get('token') ?? undefined);
       wss.handleUpgrade(req, socket, head, (ws) => {

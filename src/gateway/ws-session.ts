@@ -16,6 +16,7 @@ import type { Subscription } from '../events/subscription.ts';
 import { TopicFilter } from '../events/topic.ts';
 import type { Reader } from './access.ts';
 import { waitForRoom } from './backpressure.ts';
+import { JSON_MAX_DEPTH, parseJson } from './json-input.ts';
 import { preparedFrames, socketOf } from './ws-frames.ts';
 import { parseSince, WS_CLOSE, wsClientMessage, type WsServerMessage } from './protocol.ts';
 
@@ -114,9 +115,11 @@ export class WsSession {
     if (isBinary) return this.sendError(new HeraldError('HERALD_ERR_BAD_REQUEST', 'send JSON text frames, not binary'));
     let raw: unknown;
     try {
-      raw = JSON.parse(data.toString('utf8'));
-    } catch {
-      return this.sendError(new HeraldError('HERALD_ERR_BAD_REQUEST', 'message is not valid JSON'));
+      // Checked first (depth, NUL, surrogates): a deeply nested `op` once overflowed the
+      // stack in the error message below, uncaught, and took the process down.
+      raw = parseJson(data.toString('utf8'), { what: 'message', maxDepth: JSON_MAX_DEPTH });
+    } catch (err) {
+      return this.sendError(publicError(err));
     }
     const parsed = wsClientMessage.safeParse(raw);
     if (!parsed.success) {

@@ -7,8 +7,18 @@ import type { HeraldContext } from '../context.ts';
 import { HeraldError, publicError } from '../errors.ts';
 
 /** body-parser errors carry `type`; translate them to our codes. */
-function fromBodyParser(err: unknown): HeraldError | undefined {
+function fromBodyParser(err: unknown, req: Request): HeraldError | undefined {
   const type = (err as { type?: unknown } | null)?.type;
+  // A body that does not decode as its Content-Encoding says (not brotli, a truncated gzip):
+  // body-parser passes zlib's error on with status 400 and no type.
+  const { code, errno } = (err ?? {}) as { code?: unknown; errno?: unknown };
+  if (type === undefined && typeof errno === 'number' && typeof code === 'string' && /^(Z_|ERR__|ERR_BROTLI)/.test(code)) {
+    const encoding = req.get('content-encoding') ?? '';
+    return new HeraldError(
+      'HERALD_ERR_BAD_REQUEST',
+      `request body is not valid ${encoding} data (${code}): send it encoded as its Content-Encoding says, or without one`,
+    );
+  }
   if (type === 'entity.too.large')
     return new HeraldError('HERALD_ERR_PAYLOAD_TOO_LARGE', `request body is larger than the limit of ${(err as { limit?: number }).limit} bytes`);
   if (type === 'entity.parse.failed') return new HeraldError('HERALD_ERR_BAD_REQUEST', 'request body is not valid JSON');
@@ -21,7 +31,7 @@ function fromBodyParser(err: unknown): HeraldError | undefined {
 
 export function createErrorHandler(ctx: HeraldContext) {
   return (err: unknown, req: Request, res: Response, _next: NextFunction) => {
-    const e = fromBodyParser(err) ?? publicError(err);
+    const e = fromBodyParser(err, req) ?? publicError(err);
     if (e.code === 'HERALD_ERR_INTERNAL') ctx.logger.error({ err, method: req.method, path: req.path }, 'request failed');
     else ctx.logger.debug({ code: e.code, method: req.method, path: req.path }, e.message);
     if (res.headersSent) {

@@ -17,8 +17,7 @@ import type { Bucket } from '../exporter/bucket.ts';
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const WEB_DIST = `${ROOT}dist/web`;
 
-const esc = (s: unknown) =>
-  String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
+const esc = (s: unknown) => String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 
 function page(title: string, body: string, opts: { script?: string; noindex?: boolean } = {}): string {
   return `<!doctype html>
@@ -137,7 +136,10 @@ interface Advisories {
 function packagePage(listing: Listing, adv: Advisories | null): string {
   const rows = [...listing.versions]
     .reverse()
-    .map((v) => `<tr><td><a href="${esc(v.archive)}">${esc(v.version)}</a>${v.retracted ? ' <em>(retracted)</em>' : ''}</td><td><time datetime="${esc(v.publishedAt)}">${esc(v.publishedAt.slice(0, 10))}</time></td><td><code>${esc(v.sha256.slice(0, 12))}…</code></td></tr>`)
+    .map(
+      (v) =>
+        `<tr><td><a href="${esc(v.archive)}">${esc(v.version)}</a>${v.retracted ? ' <em>(retracted)</em>' : ''}</td><td><time datetime="${esc(v.publishedAt)}">${esc(v.publishedAt.slice(0, 10))}</time></td><td><code>${esc(v.sha256.slice(0, 12))}…</code></td></tr>`,
+    )
     .join('\n');
   const advs = adv?.advisories.length
     ? `<ul>${adv.advisories.map((a) => `<li><strong>${esc(a.id)}</strong> (affects <code>${esc(a.affected)}</code>): ${esc(a.summary)}</li>`).join('')}</ul>`
@@ -155,11 +157,18 @@ ${advs}`,
   );
 }
 
+// PostgreSQL text cannot hold U+0000 (the insert would fail after the job was created).
+const noNul = (s: string) => !s.includes('\u0000');
 const takedownForm = z.object({
   package: z.string().regex(PACKAGE_NAME_RE, 'Package must be a package name (lower-case letters, digits, - and _).'),
-  name: z.string().trim().min(2, 'Your name is required.').max(200, 'Your name is too long.'),
+  name: z.string().trim().min(2, 'Your name is required.').max(200, 'Your name is too long.').refine(noNul, 'Your name contains a NUL character; remove it.'),
   email: z.string().trim().email('A valid email address is required, so a trustee can answer.').max(320),
-  reason: z.string().trim().min(20, 'Describe the request in at least 20 characters.').max(5000, 'The description is limited to 5000 characters.'),
+  reason: z
+    .string()
+    .trim()
+    .min(20, 'Describe the request in at least 20 characters.')
+    .max(5000, 'The description is limited to 5000 characters.')
+    .refine(noNul, 'The description contains a NUL character; remove it.'),
 });
 type TakedownInput = Partial<Record<keyof z.infer<typeof takedownForm>, string>>;
 
@@ -247,7 +256,15 @@ export function createPageRoutes(ctx: HeraldContext, jobs: JobStore, bucket: Buc
       return html(res, 429, takedownPage(values, ['Too many requests from your address; try again later.']));
     }
     const parsed = takedownForm.safeParse(values);
-    if (!parsed.success) return html(res, 400, takedownPage(values, parsed.error.issues.map((i) => i.message)));
+    if (!parsed.success)
+      return html(
+        res,
+        400,
+        takedownPage(
+          values,
+          parsed.error.issues.map((i) => i.message),
+        ),
+      );
     const f = parsed.data;
     const { job } = await jobs.submit({ type: 'takedown', payload: { package: f.package }, maxAttempts: 1 });
     await ctx.pool.query('insert into herald.takedown_requests (job_id, package, requester_name, requester_email, reason) values ($1, $2, $3, $4, $5)', [

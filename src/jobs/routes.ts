@@ -5,11 +5,12 @@
  * ownership again inside its transaction, where a concurrent first publish could race it.
  */
 import busboy from 'busboy';
-import express, { type Request, type Response, Router } from 'express';
+import { type Request, type Response, Router } from 'express';
 import semver from 'semver';
 import { z } from 'zod';
 import type { HeraldContext } from '../context.ts';
 import { HeraldError } from '../errors.ts';
+import { jsonBody } from '../gateway/json-input.ts';
 import { parseSince } from '../gateway/protocol.ts';
 import { assertPackageName } from '../registry/archive.ts';
 import * as registry from '../registry/store.ts';
@@ -42,7 +43,11 @@ const bodies = {
       name: nameField,
       id: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, 'must be 1–64 of [A-Za-z0-9._-]'),
       summary: z.string().min(1).max(4096),
-      affected: z.string().min(1).max(1024).refine((r) => semver.validRange(r) !== null, 'must be a semver range such as ">=1.0.0 <1.4.2"'),
+      affected: z
+        .string()
+        .min(1)
+        .max(1024)
+        .refine((r) => semver.validRange(r) !== null, 'must be a semver range such as ">=1.0.0 <1.4.2"'),
     })
     .strict(),
 };
@@ -56,7 +61,8 @@ function parse<T extends z.ZodType>(schema: T, value: unknown, what: string): z.
 
 const idParam = (raw: unknown) => {
   const s = String(raw);
-  if (!/^[1-9][0-9]{0,15}$/.test(s)) throw new HeraldError('HERALD_ERR_BAD_REQUEST', `job id must be a positive integer; got ${JSON.stringify(s.slice(0, 40))}`);
+  if (!/^[1-9][0-9]{0,15}$/.test(s))
+    throw new HeraldError('HERALD_ERR_BAD_REQUEST', `job id must be a positive integer; got ${JSON.stringify(s.slice(0, 40))}`);
   return Number(s);
 };
 
@@ -72,6 +78,13 @@ function readArchive(req: Request, limit: number): Promise<{ archive: Buffer; fi
     const type = req.headers['content-type'] ?? '';
     const tooBig = () => new HeraldError('HERALD_ERR_PAYLOAD_TOO_LARGE', `the archive is larger than ${limit} bytes`);
     if (Number(req.headers['content-length'] ?? 0) > limit + 64 * 1024) return reject(tooBig());
+    // The body is stored as it arrives, so it must arrive as itself: a Content-Encoding would
+    // have to be undone first, and compressing a .tar.gz again gains nothing.
+    const encoding = req.headers['content-encoding']?.trim().toLowerCase();
+    if (encoding && encoding !== 'identity') {
+      const shown = JSON.stringify(encoding.slice(0, 40));
+      return reject(new HeraldError('HERALD_ERR_UNSUPPORTED_MEDIA_TYPE', `Content-Encoding ${shown} is not supported here: send the archive without one`));
+    }
     if (type.startsWith('multipart/form-data')) {
       let bb: busboy.Busboy;
       try {
@@ -124,13 +137,14 @@ function readArchive(req: Request, limit: number): Promise<{ archive: Buffer; fi
 
 export function createJobRoutes({ ctx, jobs, tokens, workers, exporter }: JobRoutesDeps): Router {
   const router = Router();
-  const json = express.json({ limit: 64 * 1024 });
+  const json = jsonBody(64 * 1024);
   const { config } = ctx;
   const actor = (u: User) => ({ name: u.name, trustee: u.trustee });
   const idempotencyKey = (req: Request) => {
     const k = req.headers['idempotency-key'];
     if (k === undefined) return undefined;
-    if (typeof k !== 'string' || k.length === 0 || Buffer.byteLength(k) > 255) throw new HeraldError('HERALD_ERR_BAD_REQUEST', 'Idempotency-Key must be 1–255 bytes');
+    if (typeof k !== 'string' || k.length === 0 || Buffer.byteLength(k) > 255)
+      throw new HeraldError('HERALD_ERR_BAD_REQUEST', 'Idempotency-Key must be 1–255 bytes');
     return k;
   };
 
@@ -196,7 +210,8 @@ export function createJobRoutes({ ctx, jobs, tokens, workers, exporter }: JobRou
       const b = parse(bodies[type], req.body, type) as { name: string } & Record<string, unknown>;
       if (allow.length === 1 && allow[0] === 'trustee' && !user.trustee) throw new HeraldError('HERALD_ERR_FORBIDDEN', `${type} is for trustees`);
       await manage(user, b.name, allow);
-      if (type === 'transfer' && !(await tokens.userExists(b.newOwner as string))) throw new HeraldError('HERALD_ERR_NOT_FOUND', `user ${String(b.newOwner)} does not exist`);
+      if (type === 'transfer' && !(await tokens.userExists(b.newOwner as string)))
+        throw new HeraldError('HERALD_ERR_NOT_FOUND', `user ${String(b.newOwner)} does not exist`);
       await submit(res, {
         type,
         payload: { ...b, actor: actor(user) },
@@ -216,9 +231,15 @@ export function createJobRoutes({ ctx, jobs, tokens, workers, exporter }: JobRou
   router.get('/jobs', async (req, res) => {
     const q = parse(
       z.object({
-        type: z.string().regex(/^[a-z][a-z0-9-]{0,63}$/).optional(),
+        type: z
+          .string()
+          .regex(/^[a-z][a-z0-9-]{0,63}$/)
+          .optional(),
         status: z.enum(JOB_STATUSES).optional(),
-        since: z.string().regex(/^(0|[1-9][0-9]{0,15})$/).default('0'),
+        since: z
+          .string()
+          .regex(/^(0|[1-9][0-9]{0,15})$/)
+          .default('0'),
         limit: z.coerce.number().int().min(1).max(1000).default(100),
       }),
       req.query,

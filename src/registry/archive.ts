@@ -10,6 +10,7 @@ import { createGunzip, gzip } from 'node:zlib';
 import semver from 'semver';
 import { Header, Pax, Parser, type ReadEntry } from 'tar';
 import { HeraldError } from '../errors.ts';
+import { JSON_MAX_DEPTH, scanJson } from '../gateway/json-input.ts';
 
 export const PACKAGE_NAME_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 export const MANIFEST_MAX_BYTES = 64 * 1024;
@@ -299,11 +300,16 @@ function optionalString(obj: Record<string, unknown>, field: string, max: number
 
 function parseManifest(raw: Buffer): Manifest {
   let json: unknown;
+  let text: string;
   try {
-    json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(raw));
+    text = new TextDecoder('utf-8', { fatal: true }).decode(raw);
+    json = JSON.parse(text);
   } catch (err) {
     throw badRequest(`manifest.json is not valid UTF-8 JSON: ${err instanceof Error ? err.message : String(err)}`, err);
   }
+  // What jsonb cannot store (a NUL in the description) failed the insert as `internal`, which
+  // is retried; checked here it fails the job once, as bad_request.
+  scanJson(text, { what: 'manifest.json', maxDepth: JSON_MAX_DEPTH });
   if (!isPlainObject(json)) throw badRequest('manifest.json must be a JSON object');
 
   if (json.name === undefined) throw badRequest('manifest.json has no name');

@@ -44,7 +44,8 @@ export function createWebhookRoutes(opts: { pool: pg.Pool; jobs: JobStore; secre
       throw new HeraldError('HERALD_ERR_UNAUTHORIZED', 'X-Hub-Signature-256 is missing or does not match the body');
     }
     const delivery = req.get('x-github-delivery');
-    if (delivery !== undefined && (delivery.length === 0 || Buffer.byteLength(delivery) > 200)) throw new HeraldError('HERALD_ERR_BAD_REQUEST', 'X-GitHub-Delivery must be 1–200 bytes');
+    if (delivery !== undefined && (delivery.length === 0 || Buffer.byteLength(delivery) > 200))
+      throw new HeraldError('HERALD_ERR_BAD_REQUEST', 'X-GitHub-Delivery must be 1–200 bytes');
     if (delivery) {
       const seen = await opts.pool.query<{ job_id: number | null }>('select job_id from herald.webhook_deliveries where id = $1', [delivery]);
       if (seen.rows[0]) {

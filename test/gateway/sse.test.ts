@@ -122,7 +122,13 @@ describe('SSE push mode and backpressure', () => {
 
   it('live → socket full → catch-up reads → live again: every id once, in order, and the stream beside it is not held back', async () => {
     const db2 = await createTestDatabase();
-    const h2 = await startTestHerald(db2.url, { maxClientQueueBytes: BUDGET, maxClientQueueEvents: 1000, replayPageSize: 50, slowConsumerTimeoutMs: 60_000, workers: 0 });
+    const h2 = await startTestHerald(db2.url, {
+      maxClientQueueBytes: BUDGET,
+      maxClientQueueEvents: 1000,
+      replayPageSize: 50,
+      slowConsumerTimeoutMs: 60_000,
+      workers: 0,
+    });
     try {
       const metric = async (re: RegExp) => Number(re.exec(await (await fetch(`${h2.url}/metrics`)).text())?.[1] ?? 0);
       const emit = (n: number, payload = '') => h2.ctx.log.emitMany(Array.from({ length: n }, (_, i) => ({ topic: 'lag:x', type: 't', data: { i, payload } })));
@@ -158,15 +164,26 @@ describe('SSE push mode and backpressure', () => {
 
   it('a stream that does not drain is ended with slow_consumer and its position, and resuming from it gives exactly the rest', async () => {
     const db2 = await createTestDatabase();
-    const h2 = await startTestHerald(db2.url, { maxClientQueueBytes: BUDGET, maxClientQueueEvents: 1000, replayPageSize: 50, slowConsumerTimeoutMs: 1000, workers: 0 });
+    const h2 = await startTestHerald(db2.url, {
+      maxClientQueueBytes: BUDGET,
+      maxClientQueueEvents: 1000,
+      replayPageSize: 50,
+      slowConsumerTimeoutMs: 1000,
+      workers: 0,
+    });
     try {
       const slow = await rawStream(`${h2.url}/v1/events/stream?topic=stall:*`);
       await until(async () => /herald_subscribers\{transport="sse"\} 1/.test(await (await fetch(`${h2.url}/metrics`)).text()), 5000, 'subscribed');
       slow.res.pause();
       const payload = 'z'.repeat(8000);
       const all: number[] = [];
-      for (let i = 0; i < 2000; i += 100) all.push(...(await h2.ctx.log.emitMany(Array.from({ length: 100 }, (_, j) => ({ topic: 'stall:x', type: 't', data: { i: i + j, payload } })))));
-      await until(async () => /herald_slow_consumer_closes_total\{transport="sse"\} 1/.test(await (await fetch(`${h2.url}/metrics`)).text()), 10_000, 'slow close');
+      for (let i = 0; i < 2000; i += 100)
+        all.push(...(await h2.ctx.log.emitMany(Array.from({ length: 100 }, (_, j) => ({ topic: 'stall:x', type: 't', data: { i: i + j, payload } })))));
+      await until(
+        async () => /herald_slow_consumer_closes_total\{transport="sse"\} 1/.test(await (await fetch(`${h2.url}/metrics`)).text()),
+        10_000,
+        'slow close',
+      );
       slow.res.resume();
       await until(() => slow.errors.length === 1, 10_000, 'the error event behind the backlog');
       const error = JSON.parse(slow.errors[0]!.split('data: ')[1]!) as { code: string; position: number };
