@@ -13,6 +13,7 @@ const BENCHES: Record<string, () => Promise<unknown>> = {
   index: async () => (await import('./index.bench.ts')).run(),
   reconnect: async () => (await import('./reconnect.bench.ts')).run(),
   catchup: async () => (await import('./catchup.bench.ts')).run(),
+  attack: async () => (await import('./attack.bench.ts')).run(),
 };
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));

@@ -17,9 +17,9 @@ const KIB = 1024;
 
 const int = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 const bool = z.union([z.boolean(), z.enum(['true', 'false', '1', '0']).transform((v) => v === 'true' || v === '1')]);
-const list = z.union([z.array(z.string()), z.string()]).transform((v) =>
-  (Array.isArray(v) ? v : v.split(',')).map((s) => s.trim()).filter((s) => s.length > 0),
-);
+const list = z
+  .union([z.array(z.string()), z.string()])
+  .transform((v) => (Array.isArray(v) ? v : v.split(',')).map((s) => s.trim()).filter((s) => s.length > 0));
 
 interface Setting<S extends z.ZodType> {
   env: string;
@@ -90,14 +90,18 @@ export const SETTINGS = {
   catchUpWindowBytes: setting({
     env: 'HERALD_CATCHUP_WINDOW_BYTES',
     schema: int(0, 64 * 1024 * MIB),
-    doc: 'Recent events kept in memory, by serialized size, so that a catch-up from a position among them reads no table (memory use is 2–6× this; see docs/operations.md). 0: every catch-up reads the table.',
+    doc: 'Memory for recent events (each charged its serialized size plus 1 KiB), so that a catch-up from a position among them reads no table (see docs/operations.md). 0: every catch-up reads the table.',
   }),
   retentionMaxAgeMs: setting({
     env: 'HERALD_RETENTION_MAX_AGE_MS',
     schema: int(0, 100 * 365 * DAY_MS),
     doc: 'Delete events older than this (0 keeps them forever).',
   }),
-  retentionMaxEvents: setting({ env: 'HERALD_RETENTION_MAX_EVENTS', schema: int(0, Number.MAX_SAFE_INTEGER), doc: 'Keep at most this many newest events (0: no limit).' }),
+  retentionMaxEvents: setting({
+    env: 'HERALD_RETENTION_MAX_EVENTS',
+    schema: int(0, Number.MAX_SAFE_INTEGER),
+    doc: 'Keep at most this many newest events (0: no limit).',
+  }),
   retentionIntervalMs: setting({ env: 'HERALD_RETENTION_INTERVAL_MS', schema: int(100, DAY_MS), doc: 'How often the pruner runs.' }),
   retentionBatchSize: setting({ env: 'HERALD_RETENTION_BATCH_SIZE', schema: int(1, 1_000_000), doc: 'Rows deleted per pruning transaction.' }),
   maxBodyBytes: setting({ env: 'HERALD_MAX_BODY_BYTES', schema: int(1 * KIB, 256 * MIB), doc: 'Largest accepted request body (413 above).' }),
@@ -111,15 +115,62 @@ export const SETTINGS = {
     schema: int(50, 10 * MINUTE_MS),
     doc: 'How often a filtered stream is sent a `checkpoint` while the head moves past its last event.',
   }),
-  wsMaxPayloadBytes: setting({ env: 'HERALD_WS_MAX_PAYLOAD_BYTES', schema: int(256, 16 * MIB), doc: 'Largest WebSocket message a client may send (closed with 1009 above).' }),
-  wsMaxConnections: setting({ env: 'HERALD_WS_MAX_CONNECTIONS', schema: int(1, 10_000_000), doc: 'WebSocket connections per process; further upgrades get 503.' }),
-  wsMaxTopicsPerConnection: setting({ env: 'HERALD_WS_MAX_TOPICS', schema: int(1, 100_000), doc: 'Topic filter entries per WebSocket connection.' }),
+  wsMaxPayloadBytes: setting({
+    env: 'HERALD_WS_MAX_PAYLOAD_BYTES',
+    schema: int(256, 16 * MIB),
+    doc: 'Largest WebSocket message a client may send (closed with 1009 above).',
+  }),
+  wsMaxConnections: setting({
+    env: 'HERALD_WS_MAX_CONNECTIONS',
+    schema: int(1, 10_000_000),
+    doc: 'WebSocket connections per process; further upgrades get 503.',
+  }),
+  maxFilterEntries: setting({
+    env: 'HERALD_MAX_FILTER_ENTRIES',
+    schema: int(1, 100_000),
+    doc: 'Topic filter entries (`topic` parameters, or `topics` of a WebSocket `subscribe`) one request or connection may send, on every transport; more gets 400 `bad_request`.',
+  }),
   wsSubscribeBurst: setting({
     env: 'HERALD_WS_SUBSCRIBE_BURST',
     schema: int(1, 100_000),
     doc: 'subscribe/unsubscribe messages a connection may send at once; it then earns one per second × HERALD_WS_SUBSCRIBE_PER_S. Past it: close 1008.',
   }),
   wsSubscribePerS: setting({ env: 'HERALD_WS_SUBSCRIBE_PER_S', schema: int(1, 100_000), doc: 'Sustained subscribe/unsubscribe rate per connection.' }),
+  sseMaxStreams: setting({
+    env: 'HERALD_SSE_MAX_STREAMS',
+    schema: int(1, 10_000_000),
+    doc: 'Concurrent SSE streams per process; more get 503 `too_many_connections` with `Retry-After`.',
+  }),
+  longPollMax: setting({
+    env: 'HERALD_LONGPOLL_MAX',
+    schema: int(1, 10_000_000),
+    doc: 'Concurrent long-polls (`GET /v1/events` with `wait`) per process; more get 503 `too_many_connections` with `Retry-After`.',
+  }),
+  readPoolMax: setting({
+    env: 'HERALD_READ_POOL_MAX',
+    schema: int(1, 1000),
+    doc: 'Connections for catch-up reads, a pool of their own beside HERALD_DB_POOL_MAX: client reads can never take the connections the Listener and publishers use. One client address holds at most half of them.',
+  }),
+  readQueueMax: setting({
+    env: 'HERALD_READ_QUEUE_MAX',
+    schema: int(0, 1_000_000),
+    doc: 'Catch-up reads waiting for a read connection (served round-robin by client address); more get 503 `unavailable` with `Retry-After`.',
+  }),
+  readTimeoutMs: setting({
+    env: 'HERALD_READ_TIMEOUT_MS',
+    schema: int(10, 10 * MINUTE_MS),
+    doc: 'Statement timeout of one catch-up read; past it the client gets the retryable 503 `unavailable`.',
+  }),
+  bodyTimeoutMs: setting({
+    env: 'HERALD_BODY_TIMEOUT_MS',
+    schema: int(100, 10 * MINUTE_MS),
+    doc: 'Time a client has to send a whole request body; past it the request gets 408 and its connection is closed.',
+  }),
+  idleSocketTimeoutMs: setting({
+    env: 'HERALD_IDLE_SOCKET_TIMEOUT_MS',
+    schema: int(100, 60 * MINUTE_MS),
+    doc: 'A connection with no bytes in or out for this long is closed (request headers must also arrive within it), except SSE streams, long-polls and WebSockets while they stream.',
+  }),
   wsPingIntervalMs: setting({
     env: 'HERALD_WS_PING_INTERVAL_MS',
     schema: int(100, 10 * MINUTE_MS),
@@ -141,13 +192,21 @@ export const SETTINGS = {
     doc: 'Comma-separated bearer tokens that may read private topics (`Authorization` header or `?token=`).',
     secret: true,
   }),
-  workers: setting({ env: 'HERALD_WORKERS', schema: int(0, 256), doc: 'Job workers in this process (0: this process runs no jobs; `herald worker` runs workers alone).' }),
+  workers: setting({
+    env: 'HERALD_WORKERS',
+    schema: int(0, 256),
+    doc: 'Job workers in this process (0: this process runs no jobs; `herald worker` runs workers alone).',
+  }),
   jobLeaseMs: setting({
     env: 'HERALD_JOB_LEASE_MS',
     schema: int(500, 60 * MINUTE_MS),
     doc: "A running job's lease, renewed every third of it; a crashed worker's job is retried once it lapses.",
   }),
-  jobMaxAttempts: setting({ env: 'HERALD_JOB_MAX_ATTEMPTS', schema: int(1, 100), doc: 'Attempts before a job that keeps failing (or losing its worker) is failed for good.' }),
+  jobMaxAttempts: setting({
+    env: 'HERALD_JOB_MAX_ATTEMPTS',
+    schema: int(1, 100),
+    doc: 'Attempts before a job that keeps failing (or losing its worker) is failed for good.',
+  }),
   jobRetryBackoffMs: setting({ env: 'HERALD_JOB_RETRY_BACKOFF_MS', schema: int(0, 60 * MINUTE_MS), doc: 'Delay before a retry, doubled on each attempt.' }),
   jobTimeoutMs: setting({ env: 'HERALD_JOB_TIMEOUT_MS', schema: int(100, DAY_MS), doc: 'Default time limit of one job run.' }),
   jobTimeoutsMs: setting({
@@ -172,9 +231,21 @@ export const SETTINGS = {
     schema: int(100, 10 * MINUTE_MS),
     doc: 'Safety re-check for claimable jobs (retries coming due, lapsed leases); new jobs wake workers through the event log at once.',
   }),
-  unpublishWindowMs: setting({ env: 'HERALD_UNPUBLISH_WINDOW_MS', schema: int(0, 365 * DAY_MS), doc: 'How long after publishing an owner may unpublish a version (trustees always may).' }),
-  maxArchiveBytes: setting({ env: 'HERALD_MAX_ARCHIVE_BYTES', schema: int(1 * KIB, 1024 * MIB), doc: 'Largest accepted package archive (compressed; 413 above).' }),
-  maxArchiveUncompressedBytes: setting({ env: 'HERALD_MAX_ARCHIVE_UNCOMPRESSED_BYTES', schema: int(1 * KIB, 10 * 1024 * MIB), doc: 'Largest total size of an archive once decompressed.' }),
+  unpublishWindowMs: setting({
+    env: 'HERALD_UNPUBLISH_WINDOW_MS',
+    schema: int(0, 365 * DAY_MS),
+    doc: 'How long after publishing an owner may unpublish a version (trustees always may).',
+  }),
+  maxArchiveBytes: setting({
+    env: 'HERALD_MAX_ARCHIVE_BYTES',
+    schema: int(1 * KIB, 1024 * MIB),
+    doc: 'Largest accepted package archive (compressed; 413 above).',
+  }),
+  maxArchiveUncompressedBytes: setting({
+    env: 'HERALD_MAX_ARCHIVE_UNCOMPRESSED_BYTES',
+    schema: int(1 * KIB, 10 * 1024 * MIB),
+    doc: 'Largest total size of an archive once decompressed.',
+  }),
   maxArchiveFiles: setting({ env: 'HERALD_MAX_ARCHIVE_FILES', schema: int(1, 1_000_000), doc: 'Most entries in one archive.' }),
   healthcheckUrl: setting({
     env: 'HERALD_HEALTHCHECK_URL',
@@ -199,8 +270,16 @@ export const SETTINGS = {
     doc: "This release's version: its own export prefix, and its rank when releases share `latest/` (newer wins).",
   }),
   exportKeepVersions: setting({ env: 'HERALD_EXPORT_KEEP_VERSIONS', schema: int(1, 1000), doc: 'GC keeps the newest N `<runtimeVersion>/` prefixes.' }),
-  exportGraceMs: setting({ env: 'HERALD_EXPORT_GRACE_MS', schema: int(0, 365 * DAY_MS), doc: 'Objects of deleted or moderated packages are kept this long before GC removes them.' }),
-  exportGcIntervalMs: setting({ env: 'HERALD_EXPORT_GC_INTERVAL_MS', schema: int(0, 30 * DAY_MS), doc: 'How often `herald serve` runs export GC (0: only `herald export --gc`).' }),
+  exportGraceMs: setting({
+    env: 'HERALD_EXPORT_GRACE_MS',
+    schema: int(0, 365 * DAY_MS),
+    doc: 'Objects of deleted or moderated packages are kept this long before GC removes them.',
+  }),
+  exportGcIntervalMs: setting({
+    env: 'HERALD_EXPORT_GC_INTERVAL_MS',
+    schema: int(0, 30 * DAY_MS),
+    doc: 'How often `herald serve` runs export GC (0: only `herald export --gc`).',
+  }),
   exportServePrefix: setting({
     env: 'HERALD_EXPORT_SERVE_PREFIX',
     schema: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$/),
@@ -234,13 +313,13 @@ export const SETTINGS = {
   clientToken: setting({
     env: 'HERALD_TOKEN',
     schema: z.string().optional(),
-    doc: 'Bearer token the CLI\'s client commands (`herald tail`) send, when `--token` is not given.',
+    doc: "Bearer token the CLI's client commands (`herald tail`) send, when `--token` is not given.",
     secret: true,
   }),
   serverUrl: setting({
     env: 'HERALD_URL',
     schema: z.string().url().optional(),
-    doc: 'Herald base URL the CLI\'s client commands (`herald tail`) connect to, when `--url` is not given. No default: they never guess a server.',
+    doc: "Herald base URL the CLI's client commands (`herald tail`) connect to, when `--url` is not given. No default: they never guess a server.",
   }),
   shutdownGraceMs: setting({ env: 'HERALD_SHUTDOWN_GRACE_MS', schema: int(0, 10 * MINUTE_MS), doc: 'Time given to streams to drain on SIGTERM.' }),
 } as const;
@@ -272,9 +351,9 @@ export const defaults = {
   replayPageSize: 500,
   maxClientQueueBytes: 1 * MIB,
   maxClientQueueEvents: 10_000,
-  // 64 MiB: at 300 bytes an event, the last 220,000 events (minutes of a busy log, hours of a
-  // quiet one): what clients dropped by a rolling restart or a network blip ask for. Full, it
-  // takes about 350 MiB of memory (small events cost 5–6× their serialized size).
+  // 64 MiB: at 300 bytes an event (plus the 1 KiB each is charged for its objects in memory),
+  // the last 50,000 events (minutes of a busy log, hours of a quiet one): what clients dropped
+  // by a rolling restart or a network blip ask for.
   catchUpWindowBytes: 64 * MIB,
   retentionMaxAgeMs: 7 * DAY_MS,
   retentionMaxEvents: 0,
@@ -292,9 +371,28 @@ export const defaults = {
   // 64 KiB: subscribe messages are small; anything larger is a mistake or an attack.
   wsMaxPayloadBytes: 64 * KIB,
   wsMaxConnections: 50_000,
-  wsMaxTopicsPerConnection: 100,
+  // 100: the largest filter a real client uses is a handful of entries; each costs the read
+  // up to 101 index probes (events/log.ts), so 100 bound one read to ~10,000 probes.
+  maxFilterEntries: 100,
   wsSubscribeBurst: 20,
   wsSubscribePerS: 5,
+  // Both like wsMaxConnections: a stream costs a socket and a Subscription, not a connection.
+  sseMaxStreams: 50_000,
+  longPollMax: 50_000,
+  // 4: catch-up reads are short index reads (issue 12 part 1); four in flight serve
+  // thousands of reconnects a second, and the pool is extra to dbPoolMax (10), so the
+  // database sees at most dbPoolMax + readPoolMax + 1 connections per process.
+  readPoolMax: 4,
+  // 1,000 × a few ms each: a queue that drains within seconds; past it, retrying is cheaper.
+  readQueueMax: 1000,
+  // 5 s: a bounded read of one page takes milliseconds; one still running after 5 s is an
+  // attack or a sick database, and a retry is cheaper than holding the connection.
+  readTimeoutMs: 5 * SECOND_MS,
+  // 10 s: a 1 MiB body needs under 1 Mbit/s to make it; one byte every few seconds does not.
+  bodyTimeoutMs: 10 * SECOND_MS,
+  // 30 s: above keep-alive (5 s) and any honest pause between requests; SSE heartbeats
+  // (15 s) and long-polls are exempt anyway.
+  idleSocketTimeoutMs: 30 * SECOND_MS,
   // 30 s: well inside the 60 s idle cut of common load balancers.
   wsPingIntervalMs: 30 * SECOND_MS,
   slowConsumerTimeoutMs: 10 * SECOND_MS,
@@ -478,7 +576,17 @@ export function settingsTable(): string {
   const rows = (Object.entries(SETTINGS) as [keyof Config, Setting<z.ZodType>][]).map(([key, s]) => {
     const d = defaults[key];
     const shown =
-      d === undefined ? '—' : Array.isArray(d) ? (d.length ? d.join(',') : '(empty)') : typeof d === 'object' ? Object.entries(d).map(([k, v]) => `${k}=${v}`).join(',') || '(empty)' : String(d);
+      d === undefined
+        ? '—'
+        : Array.isArray(d)
+          ? d.length
+            ? d.join(',')
+            : '(empty)'
+          : typeof d === 'object'
+            ? Object.entries(d)
+                .map(([k, v]) => `${k}=${v}`)
+                .join(',') || '(empty)'
+            : String(d);
     return `| \`${s.env}\` | \`${key}\` | ${shown} | ${s.doc} |`;
   });
   return ['| Variable | Key | Default | Meaning |', '| --- | --- | --- | --- |', ...rows].join('\n');

@@ -27,6 +27,8 @@ export const ERROR_SPECS = {
   HERALD_ERR_POSITION_AHEAD: { wire: 'cursor_ahead', httpStatus: 409, closeCode: 4009, retryable: false },
   HERALD_ERR_POSITION_EXPIRED: { wire: 'cursor_expired', httpStatus: 410, closeCode: 4010, retryable: false },
   HERALD_ERR_UPGRADE_REQUIRED: { wire: 'upgrade_required', httpStatus: 426, closeCode: 4026, retryable: false },
+  // Over WebSocket only in theory (bodies are HTTP); 4408 because 4008 is slow_consumer.
+  HERALD_ERR_REQUEST_TIMEOUT: { wire: 'request_timeout', httpStatus: 408, closeCode: 4408, retryable: true },
   HERALD_ERR_PAYLOAD_TOO_LARGE: { wire: 'payload_too_large', httpStatus: 413, closeCode: 1009, retryable: false },
   HERALD_ERR_UNSUPPORTED_MEDIA_TYPE: { wire: 'unsupported_media_type', httpStatus: 415, closeCode: 4015, retryable: false },
   HERALD_ERR_RATE_LIMITED: { wire: 'rate_limited', httpStatus: 429, closeCode: 1008, retryable: true },

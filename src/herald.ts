@@ -13,6 +13,7 @@ import { migrate } from './db/migrate.ts';
 import { waitForDatabase } from './db/connect.ts';
 import { createPool } from './db/pool.ts';
 import { HeraldError } from './errors.ts';
+import { CatchUpReads } from './events/catch-up-reads.ts';
 import { Hub } from './events/hub.ts';
 import { Listener } from './events/listener.ts';
 import { EventLog } from './events/log.ts';
@@ -93,7 +94,10 @@ export async function startHerald(config: Config, options: StartOptions = {}): P
     throw err;
   }
   const metrics = createMetrics();
-  const log = new EventLog(pool);
+  // Client-driven catch-up reads get a pool of their own (events/catch-up-reads.ts).
+  const readPool = createPool(databaseUrl, config.readPoolMax, logger, { applicationName: 'herald-reads', statementTimeoutMs: config.readTimeoutMs });
+  const reads = new CatchUpReads({ pool: readPool, max: config.readPoolMax, queueMax: config.readQueueMax, timeoutMs: config.readTimeoutMs, logger });
+  const log = new EventLog(pool, reads);
   const hub = new Hub({
     maxBytes: config.catchUpWindowBytes,
     retentionMaxAgeMs: config.retentionMaxAgeMs,
@@ -149,7 +153,17 @@ export async function startHerald(config: Config, options: StartOptions = {}): P
   const workers = config.workers > 0 ? new WorkerPool(ctx, jobs, { ...createRegistryHandlers(config, pool), ...options.handlers }) : null;
   await workers?.start();
   const stopPing = config.healthcheckUrl
-    ? startHealthPing(config.healthcheckUrl, config.healthcheckIntervalMs, async () => listener.state === 'listening' && (await log.readHead().then(() => true, () => false)), logger)
+    ? startHealthPing(
+        config.healthcheckUrl,
+        config.healthcheckIntervalMs,
+        async () =>
+          listener.state === 'listening' &&
+          (await log.readHead().then(
+            () => true,
+            () => false,
+          )),
+        logger,
+      )
     : () => undefined;
 
   const bucket = await openBucket(config.exportBucketUrl ?? `file://${path.resolve(config.dataDir, 'bucket')}`);
@@ -166,12 +180,17 @@ export async function startHerald(config: Config, options: StartOptions = {}): P
   // into the one queued sync.
   const indexTimer =
     config.indexSourceUrl && config.indexSyncIntervalMs > 0 && serveHttp
-      ? setInterval(() => void requestIndexSync(jobs, 'periodic').catch((err: Error) => logger.warn({ err: err.message }, 'could not queue the periodic index sync')), config.indexSyncIntervalMs)
+      ? setInterval(
+          () => void requestIndexSync(jobs, 'periodic').catch((err: Error) => logger.warn({ err: err.message }, 'could not queue the periodic index sync')),
+          config.indexSyncIntervalMs,
+        )
       : null;
 
   // The pages' scripts are built ahead of time (`npm run build`); nothing is built here.
-  if (serveHttp && !webBuilt()) logger.warn({ dir: WEB_DIST }, 'the web pages\' scripts are not built (run `npm run build`): pages will load without them');
+  if (serveHttp && !webBuilt()) logger.warn({ dir: WEB_DIST }, "the web pages' scripts are not built (run `npm run build`): pages will load without them");
+  // headersTimeout is only checked every connectionsCheckingInterval (30 s by default).
   const server = http.createServer(
+    { connectionsCheckingInterval: Math.min(30_000, Math.ceil(config.idleSocketTimeoutMs / 4)) },
     createApp(ctx, {
       api: createJobRoutes({ ctx, jobs, tokens, workers, exporter }),
       exported: createExportRoutes(bucket, config.exportServePrefix),
@@ -180,9 +199,13 @@ export async function startHerald(config: Config, options: StartOptions = {}): P
     }),
   );
   const websockets = attachWebSocket(ctx, server);
-  // Long-polls may wait pollMaxWaitS; keep Node from cutting them.
+  // Long-polls may wait pollMaxWaitS; keep Node from cutting them. Bodies have their own
+  // deadline (bodyTimeoutMs, http/app.ts); an idle socket is cut after idleSocketTimeoutMs,
+  // except SSE streams and long-polls, which lift it while they stream, and WebSockets
+  // (ws lifts it on upgrade).
   server.requestTimeout = 0;
-  server.headersTimeout = 60_000;
+  server.headersTimeout = config.idleSocketTimeoutMs;
+  server.timeout = config.idleSocketTimeoutMs;
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
@@ -204,6 +227,7 @@ export async function startHerald(config: Config, options: StartOptions = {}): P
       await pruner.stop();
       await listener.close();
       await pool.end();
+      await readPool.end();
       await embedded?.stop();
       logger.info('herald stopped');
     })());

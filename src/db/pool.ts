@@ -14,8 +14,15 @@ const types = {
 
 export type Pool = pg.Pool;
 
+export interface PoolOptions {
+  /** Shown in pg_stat_activity (default `herald`). */
+  applicationName?: string;
+  /** The server-side `statement_timeout` of every connection, in ms (default: none). */
+  statementTimeoutMs?: number;
+}
+
 /** A pool whose idle-client errors (Postgres restarting) are logged instead of crashing. */
-export function createPool(connectionString: string, max: number, logger: Logger): pg.Pool {
+export function createPool(connectionString: string, max: number, logger: Logger, options: PoolOptions = {}): pg.Pool {
   const pool = new pg.Pool({
     connectionString,
     max,
@@ -23,7 +30,8 @@ export function createPool(connectionString: string, max: number, logger: Logger
     // A Postgres restart breaks every idle client at once; they are discarded and reopened.
     idleTimeoutMillis: 30_000,
     connectionTimeoutMillis: 10_000,
-    application_name: 'herald',
+    application_name: options.applicationName ?? 'herald',
+    ...(options.statementTimeoutMs === undefined ? {} : { statement_timeout: options.statementTimeoutMs }),
   });
   pool.on('error', (err) => logger.warn({ err: err.message }, 'idle database client failed; it will be replaced'));
   // pg-pool listens for errors on idle clients only. A checked-out client between two queries

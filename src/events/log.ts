@@ -4,6 +4,7 @@
  */
 import type pg from 'pg';
 import { HeraldError } from '../errors.ts';
+import type { CatchUpReads, ReadOptions } from './catch-up-reads.ts';
 import { Event, type EventRow } from './event.ts';
 import { assertTopic, type TopicFilter } from './topic.ts';
 
@@ -225,9 +226,12 @@ interface ReadRow extends Omit<EventRow, 'id'> {
 
 export class EventLog {
   private readonly pool: pg.Pool;
+  /** Where read() runs (its own pool, timeout and fair queue); without it, on `pool`. */
+  readonly reads: CatchUpReads | undefined;
 
-  constructor(pool: pg.Pool) {
+  constructor(pool: pg.Pool, reads?: CatchUpReads) {
     this.pool = pool;
+    this.reads = reads;
   }
 
   /** Validates events before they reach SQL, so producers get bad_request, not a constraint error. */
@@ -276,10 +280,12 @@ export class EventLog {
 
   /**
    * Events with id > `after` matching `filter`, in id order, at most `limit`.
-   * Throws cursor_expired when retention has removed events after `after`.
+   * Throws cursor_expired when retention has removed events after `after`. A client's read
+   * (on CatchUpReads) is cancelled when `opts.signal` aborts.
    */
-  async read(after: number, filter: TopicFilter, limit: number): Promise<ReadResult> {
-    const { rows } = await this.pool.query<ReadRow>(readQuery(after, filter, limit));
+  async read(after: number, filter: TopicFilter, limit: number, opts: ReadOptions = {}): Promise<ReadResult> {
+    const query = readQuery(after, filter, limit);
+    const { rows } = this.reads ? await this.reads.run((c) => c.query<ReadRow>(query), opts) : await this.pool.query<ReadRow>(query);
     const first = rows[0]!;
     const head: LogHead = { epoch: first.epoch, head: first.head, oldest: first.pruned_through + 1 };
     if (after < first.pruned_through) {

@@ -9,7 +9,7 @@ import { HeraldError } from '../errors.ts';
 import { batchBytes, type Event } from './event.ts';
 import { readSharedHead } from './head-reads.ts';
 import type { Hub, HubMember } from './hub.ts';
-import type { EventLog } from './log.ts';
+import type { EventLog, ReadResult } from './log.ts';
 import type { TopicFilter } from './topic.ts';
 
 export type SubscriptionState = 'replaying' | 'live' | 'closed';
@@ -40,6 +40,8 @@ export interface OpenOptions {
   since: Since;
   /** The epoch the client believes it is reading; checked against this database. */
   epoch?: string | undefined;
+  /** Whose table reads these are (the client's address): reads are shared fairly between keys. */
+  readKey?: string | undefined;
   hooks?: SubscriptionHooks;
 }
 
@@ -82,11 +84,15 @@ export class Subscription implements HubMember {
   /** Bumped whenever the buffer is dropped; a read that spans a bump cannot go live (S2). */
   private generation = 0;
   private wake: (() => void) | null = null;
+  /** Aborted by close(): cancels a table read in flight (its client left or re-subscribed). */
+  private readonly reading = new AbortController();
+  private readonly readKey: string | undefined;
   private readonly deps: SubscriptionDeps;
   private readonly hooks: SubscriptionHooks;
 
-  private constructor(deps: SubscriptionDeps, filter: TopicFilter, since: number, epoch: string, hooks: SubscriptionHooks) {
+  private constructor(deps: SubscriptionDeps, filter: TopicFilter, since: number, epoch: string, hooks: SubscriptionHooks, readKey?: string) {
     this.deps = deps;
+    this.readKey = readKey;
     this.filter = filter;
     this.since = since;
     this.cursor = since;
@@ -134,7 +140,7 @@ export class Subscription implements HubMember {
         );
       }
     }
-    return new Subscription(deps, opts.filter, since, head.epoch, opts.hooks ?? {});
+    return new Subscription(deps, opts.filter, since, head.epoch, opts.hooks ?? {}, opts.readKey);
   }
 
   get state(): SubscriptionState {
@@ -203,7 +209,14 @@ export class Subscription implements HubMember {
           continue;
         }
         const generation = this.generation;
-        const page = await this.deps.log.read(this.cursor, this.filter, pageSize);
+        let page: ReadResult;
+        try {
+          page = await this.deps.log.read(this.cursor, this.filter, pageSize, { key: this.readKey, signal: this.reading.signal });
+        } catch (err) {
+          // Closed mid-read: the read was cancelled, and nobody is waiting for it.
+          if (this.isClosed()) return [];
+          throw err;
+        }
         this.deps.hub.window.observe(page);
         if (this.isClosed()) return [];
         // Table reads advance the cursor past non-matching rows too (S5).
@@ -237,6 +250,7 @@ export class Subscription implements HubMember {
   close(): void {
     if (this._state === 'closed') return;
     this.transition('closed');
+    this.reading.abort();
     this.deps.hub.remove(this);
     this.clearBuffer();
     this.notify();

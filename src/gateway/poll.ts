@@ -7,18 +7,29 @@ import type { Request, Response } from 'express';
 import { subscribe, type HeraldContext } from '../context.ts';
 import { HeraldError } from '../errors.ts';
 import { parsePollQuery } from './protocol.ts';
+import { StreamCap } from './sessions.ts';
 
 export function createPollHandler(ctx: HeraldContext) {
+  const longPolls = new StreamCap(ctx.config.longPollMax, 'long-polls', 'HERALD_LONGPOLL_MAX');
   return async (req: Request, res: Response) => {
     const q = parsePollQuery(req.query as Record<string, unknown>, ctx.config);
     if (ctx.stopping) throw new HeraldError('HERALD_ERR_SHUTTING_DOWN', 'server is shutting down: retry on another instance');
     const reader = ctx.access.authenticate(req.headers.authorization, req.query.token);
-    const sub = await subscribe(ctx, 'poll', reader, q);
+    if (q.waitMs > 0) {
+      // A slot until the response ends; the wait may be silent, so no idle-socket timeout.
+      res.once('close', longPolls.acquire());
+      req.socket.setTimeout(0);
+    }
+    const sub = await subscribe(ctx, 'poll', reader, { ...q, readKey: req.socket.remoteAddress ?? 'unknown' });
     const aborter = new AbortController();
     const timer = q.waitMs > 0 ? setTimeout(() => aborter.abort(), q.waitMs) : null;
     if (q.waitMs === 0) aborter.abort();
-    // The client went away, or shutdown: stop waiting and answer with what we have.
-    const onClose = () => aborter.abort();
+    // The client went away, or shutdown: stop waiting and answer with what we have. Gone, it
+    // wants nothing: close the Subscription too, which cancels a table read in flight.
+    const onClose = () => {
+      aborter.abort();
+      if (!res.writableFinished) sub.close();
+    };
     res.on('close', onClose);
     const unregister = ctx.sessions.add({ close: () => aborter.abort() });
     try {

@@ -40,11 +40,28 @@ function single(raw: unknown, field: string): string | undefined {
   throw new HeraldError('HERALD_ERR_BAD_REQUEST', `${field} must be given once`);
 }
 
-function topics(raw: unknown): TopicFilter {
+/**
+ * A client's filter entries as a TopicFilter, on every transport (`topic` parameters, a
+ * WebSocket `subscribe`'s `topics`): at most `maxEntries` (HERALD_MAX_FILTER_ENTRIES),
+ * counted as sent, before any is parsed. Each entry costs a catch-up read index probes
+ * (events/log.ts): 1,000 patterns once cost 53 s of PostgreSQL CPU (issue 12).
+ */
+export function parseFilter(entries: readonly string[], maxEntries: number): TopicFilter {
+  if (entries.length > maxEntries) {
+    throw new HeraldError(
+      'HERALD_ERR_BAD_REQUEST',
+      `too many topic filter entries (${entries.length}): at most ${maxEntries} (HERALD_MAX_FILTER_ENTRIES) per request or subscribe; use a pattern such as \`job:*\` or split the filter`,
+      { maxFilterEntries: maxEntries },
+    );
+  }
+  return TopicFilter.parse(entries);
+}
+
+function topics(raw: unknown, maxEntries: number): TopicFilter {
   if (raw === undefined) return TopicFilter.ALL;
   const list = Array.isArray(raw) ? raw : [raw];
   if (list.some((t) => typeof t !== 'string')) throw new HeraldError('HERALD_ERR_BAD_REQUEST', 'topic must be a string');
-  return TopicFilter.parse(list as string[]);
+  return parseFilter(list as string[], maxEntries);
 }
 
 const epochSchema = z.string().regex(/^[0-9a-f-]{36}$/, 'epoch must be a UUID');
@@ -78,15 +95,15 @@ export interface PollQuery extends StreamQuery {
 
 type Query = Record<string, unknown>;
 
-export function parseStreamQuery(q: Query, lastEventId?: string | string[]): StreamQuery {
+export function parseStreamQuery(q: Query, config: Pick<Config, 'maxFilterEntries'>, lastEventId?: string | string[]): StreamQuery {
   // Last-Event-ID (set by EventSource on reconnect) wins over `since`.
   const resume = Array.isArray(lastEventId) ? lastEventId[0] : lastEventId;
   const since = resume !== undefined && resume !== '' ? parseSince(resume, 'Last-Event-ID', false) : parseSince(single(q.since, 'since'));
-  return { since, filter: topics(q.topic), epoch: epoch(q.epoch) };
+  return { since, filter: topics(q.topic, config.maxFilterEntries), epoch: epoch(q.epoch) };
 }
 
 export function parsePollQuery(q: Query, config: Config): PollQuery {
-  const base = parseStreamQuery(q);
+  const base = parseStreamQuery(q, config);
   const limit = intIn(single(q.limit, 'limit'), 'limit', 1, config.pollMaxLimit, config.pollDefaultLimit);
   const waitRaw = single(q.wait, 'wait');
   let waitMs = 0;

@@ -14,6 +14,7 @@ import { HeraldError, publicError } from '../errors.ts';
 import { type Event, perBatch } from '../events/event.ts';
 import { waitForRoom } from './backpressure.ts';
 import { parseStreamQuery } from './protocol.ts';
+import { StreamCap } from './sessions.ts';
 
 type SseState = 'streaming' | 'closed';
 
@@ -35,21 +36,25 @@ export function createSseHandler(ctx: HeraldContext) {
   const lag = ctx.metrics.deliveryLag.labels('sse');
   let delivered = 0;
   let lastLagBatch: readonly Event[] | null = null;
+  const streams = new StreamCap(ctx.config.sseMaxStreams, 'SSE streams', 'HERALD_SSE_MAX_STREAMS');
   ctx.metrics.onCollect(() => {
     if (delivered > 0) deliveries.inc(delivered);
     delivered = 0;
   });
 
   return async (req: Request, res: Response) => {
-    const q = parseStreamQuery(req.query as Record<string, unknown>, req.headers['last-event-id']);
+    const q = parseStreamQuery(req.query as Record<string, unknown>, ctx.config, req.headers['last-event-id']);
     if (ctx.stopping) throw new HeraldError('HERALD_ERR_SHUTTING_DOWN', 'server is shutting down: retry on another instance');
     // Errors up to here (bad query, expired cursor) are plain JSON responses with a status:
     // EventSource treats a non-200 answer as final instead of reconnecting in a loop.
     const reader = ctx.access.authenticate(req.headers.authorization, req.query.token);
+    // A slot from here until the response ends, however it ends.
+    res.once('close', streams.acquire());
     /** Push mode (live, socket has room): the Subscription's onReady writes batches at once. */
     let pushing = false;
     const sub = await subscribe(ctx, 'sse', reader, {
       ...q,
+      readKey: req.socket.remoteAddress ?? 'unknown',
       onReady: () => {
         if (pushing) push();
       },
@@ -69,6 +74,8 @@ export function createSseHandler(ctx: HeraldContext) {
     });
     res.flushHeaders();
     res.socket?.setNoDelay(true);
+    // A stream may be quiet between heartbeats: exempt from the idle-socket timeout.
+    res.socket?.setTimeout(0);
     res.write(`retry: 1000\nevent: subscribed\ndata: {"epoch":"${sub.epoch}","head":${Math.max(ctx.hub.head, sub.since)},"since":${sub.since}}\n\n`);
 
     let ended!: () => void;

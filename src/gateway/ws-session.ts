@@ -13,12 +13,12 @@ import { subscribe, type HeraldContext } from '../context.ts';
 import { HeraldError, publicError } from '../errors.ts';
 import type { Event } from '../events/event.ts';
 import type { Subscription } from '../events/subscription.ts';
-import { TopicFilter } from '../events/topic.ts';
+import type { TopicFilter } from '../events/topic.ts';
 import type { Reader } from './access.ts';
 import { waitForRoom } from './backpressure.ts';
 import { JSON_MAX_DEPTH, parseJson } from './json-input.ts';
 import { preparedFrames, socketOf } from './ws-frames.ts';
-import { parseSince, WS_CLOSE, wsClientMessage, type WsServerMessage } from './protocol.ts';
+import { parseFilter, parseSince, WS_CLOSE, wsClientMessage, type WsServerMessage } from './protocol.ts';
 
 export type WsSessionState = 'open' | 'closing' | 'closed';
 
@@ -129,7 +129,9 @@ export class WsSession {
       return this.sendError(
         new HeraldError(
           'HERALD_ERR_BAD_REQUEST',
-          known ? `bad ${String(op)} message: ${issue?.path.join('.') || 'message'}: ${issue?.message}` : `unknown op ${JSON.stringify(op)?.slice(0, 40)}: use subscribe, unsubscribe or ping`,
+          known
+            ? `bad ${String(op)} message: ${issue?.path.join('.') || 'message'}: ${issue?.message}`
+            : `unknown op ${JSON.stringify(op)?.slice(0, 40)}: use subscribe, unsubscribe or ping`,
         ),
       );
     }
@@ -147,10 +149,7 @@ export class WsSession {
     const generation = ++this.generation;
     this.stopStream();
     try {
-      if (topics.length > this.ctx.config.wsMaxTopicsPerConnection) {
-        throw new HeraldError('HERALD_ERR_BAD_REQUEST', `at most ${this.ctx.config.wsMaxTopicsPerConnection} topics per connection`);
-      }
-      const filter = TopicFilter.parse(topics);
+      const filter = parseFilter(topics, this.ctx.config.maxFilterEntries);
       const since = parseSince(rawSince === undefined ? 'now' : rawSince);
       await this.start(generation, filter, since, epoch);
     } catch (err) {
@@ -162,7 +161,7 @@ export class WsSession {
     const generation = ++this.generation;
     try {
       const current = this.sub;
-      const remove = TopicFilter.parse(topics);
+      const remove = parseFilter(topics, this.ctx.config.maxFilterEntries);
       const opening = this.opening;
       if (!current && opening) {
         // A stream still opening (its start() will see the new generation and give up):
@@ -194,7 +193,13 @@ export class WsSession {
     this.opening = { generation, filter, since, epoch };
     let sub: Subscription;
     try {
-      sub = await subscribe(this.ctx, 'ws', this.reader, { filter, since, epoch, onReady: () => this.onReady() });
+      sub = await subscribe(this.ctx, 'ws', this.reader, {
+        filter,
+        since,
+        epoch,
+        readKey: socketOf(this.ws).remoteAddress ?? 'unknown',
+        onReady: () => this.onReady(),
+      });
     } finally {
       if (this.opening?.generation === generation) this.opening = null;
     }

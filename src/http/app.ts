@@ -1,5 +1,5 @@
 /** Assembles the HTTP routes of one Herald process. */
-import express, { type Router } from 'express';
+import express, { type NextFunction, type Request, type Response, type Router } from 'express';
 import type { HeraldContext } from '../context.ts';
 import { HeraldError } from '../errors.ts';
 import { createHeadHandler } from '../gateway/head.ts';
@@ -29,6 +29,7 @@ export function createApp(ctx: HeraldContext, routers: AppRouters = {}): express
   // Repeated `topic=` must arrive as an array; `a[b]=` must not build objects.
   app.set('query parser', 'simple');
   app.use(createAccessLog(ctx.logger));
+  app.use(bodyDeadline(ctx.config.bodyTimeoutMs));
 
   app.get(ROUTES.healthz, healthz);
   app.get(ROUTES.readyz, createReadyzHandler(ctx));
@@ -51,4 +52,32 @@ export function createApp(ctx: HeraldContext, routers: AppRouters = {}): express
   app.use(notFound);
   app.use(createErrorHandler(ctx));
   return app;
+}
+
+/**
+ * Every request body must arrive within `timeoutMs`, whatever route reads it (or refuses it
+ * unread: Node still reads the rest of the body off a kept-alive socket). Past it the client
+ * gets 408 if no answer has started, and the connection is closed. Node's requestTimeout
+ * cannot do this: it covers the whole request, long-polls included (issue 12: 1,000
+ * anonymous POSTs trickling a byte every 10 s were all still open after 150 s).
+ */
+export function bodyDeadline(timeoutMs: number) {
+  return (req: Request, res: Response, next: NextFunction) => {
+    const length = req.headers['content-length'];
+    const hasBody = req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+    if (!hasBody || req.complete) return next();
+    const timer = setTimeout(() => {
+      if (req.complete) return;
+      const socket = req.socket;
+      if (res.headersSent) return void socket.destroy();
+      const e = new HeraldError('HERALD_ERR_REQUEST_TIMEOUT', `the request body did not arrive within ${timeoutMs} ms: send it at once`);
+      res.status(e.httpStatus).set('connection', 'close').json(e.toWire());
+      // The body never ends: close once the answer is out rather than read it.
+      res.once('finish', () => socket.destroy());
+    }, timeoutMs);
+    const done = () => clearTimeout(timer);
+    req.once('end', done);
+    req.once('close', done);
+    next();
+  };
 }

@@ -38,8 +38,16 @@ export function createErrorHandler(ctx: HeraldContext) {
       res.end();
       return;
     }
+    // A 503 is always retryable (a full cap, saturated reads, a database restart): say when.
+    if (e.httpStatus === 503) res.set('retry-after', String(retryAfterS(e)));
     res.status(e.httpStatus).json(e.toWire());
   };
+}
+
+/** Seconds a client should wait before retrying `e`: its `retryAfterS` detail, else 1. */
+export function retryAfterS(e: HeraldError): number {
+  const v = e.details.retryAfterS;
+  return typeof v === 'number' && v > 0 ? v : 1;
 }
 
 export function notFound(req: Request, _res: Response) {

@@ -1,6 +1,6 @@
 /** The Hub's catch-up window on its own: what it holds, what it lets go of, what it answers. */
 import { describe, expect, it } from 'vitest';
-import { CatchUpWindow, type CatchUpWindowOptions } from '../../src/events/catch-up-window.ts';
+import { CatchUpWindow, type CatchUpWindowOptions, EVENT_OVERHEAD_BYTES } from '../../src/events/catch-up-window.ts';
 import { Event } from '../../src/events/event.ts';
 import { Hub } from '../../src/events/hub.ts';
 import { TopicFilter } from '../../src/events/topic.ts';
@@ -74,7 +74,7 @@ describe('CatchUpWindow', () => {
   });
 
   it('keeps within its byte budget by letting the oldest batches go; the floor moves to the last id let go', () => {
-    const one = ev(1).bytes;
+    const one = ev(1).bytes + EVENT_OVERHEAD_BYTES;
     const w = windowAt(0, { maxBytes: one * 5 });
     w.append(batch(1, 2));
     w.append(batch(3, 2));
@@ -110,7 +110,7 @@ describe('CatchUpWindow', () => {
     expect(byCount.read(0, ALL, 100)).toBeNull();
     expect(byCount.floor).toBe(15);
     expect(ids(byCount.read(15, ALL, 100))).toEqual([16, 17, 18, 19, 20]);
-    expect(byCount.bytes).toBe(batch(16, 5).reduce((n, e) => n + e.bytes, 0));
+    expect(byCount.bytes).toBe(batch(16, 5).reduce((n, e) => n + e.bytes + EVENT_OVERHEAD_BYTES, 0));
 
     const reported = windowAt(0);
     reported.append(batch(1, 10));

@@ -7,7 +7,7 @@
 import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createPool } from '../../src/db/pool.ts';
-import type { CatchUpWindowOptions } from '../../src/events/catch-up-window.ts';
+import { type CatchUpWindowOptions, EVENT_OVERHEAD_BYTES } from '../../src/events/catch-up-window.ts';
 import type { Event } from '../../src/events/event.ts';
 import { Hub } from '../../src/events/hub.ts';
 import { EventLog } from '../../src/events/log.ts';
@@ -193,7 +193,7 @@ describe('S7: catch-up from the window', () => {
     // Room for about 8 events of this shape.
     const [probe] = await emit('e:a', 1);
     const probeBytes = (await log.read(probe! - 1, TopicFilter.ALL, 1)).events[0]!.bytes;
-    await freshHub({ maxBytes: probeBytes * 8 + 4 });
+    await freshHub({ maxBytes: (probeBytes + EVENT_OVERHEAD_BYTES) * 8 + 4 });
     const since = hub.head;
     const a = await emitAndRing('e:a', 4);
     const { counted, calls } = countedLog();

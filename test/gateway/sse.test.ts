@@ -78,7 +78,14 @@ describe('GET /v1/events/stream (SSE)', () => {
     const db2 = await createTestDatabase();
     const h2 = await startTestHerald(db2.url);
     try {
-      const ids = (await (await publish(h2.url, { events: [{ topic: 'bye:x', type: 't' }, { topic: 'bye:y', type: 't' }] })).json()) as { ids: number[] };
+      const ids = (await (
+        await publish(h2.url, {
+          events: [
+            { topic: 'bye:x', type: 't' },
+            { topic: 'bye:y', type: 't' },
+          ],
+        })
+      ).json()) as { ids: number[] };
       const c = await openSse(`${h2.url}/v1/events/stream?since=0&topic=bye:x`);
       await c.waitFor((m) => m.id === String(ids.ids[0]));
       await h2.close();

@@ -1,0 +1,216 @@
+/**
+ * CatchUpReads: where client-driven table reads (a Subscription's catch-up pages) run. They
+ * get a pool of their own, so however many clients read, the Listener's reads and every
+ * publish keep the main pool (issue 12: twelve abandoned reads once held the whole pool for
+ * 4½ minutes, and publishes, `/readyz` and live delivery all stopped). On top of the pool:
+ *
+ * - a statement timeout on every read (the pool's `statement_timeout`), answered with the
+ *   retryable `unavailable`;
+ * - cancellation: a read whose signal aborts (its client went away or re-subscribed) is
+ *   taken out of the queue, or, running, cancelled in PostgreSQL with a CancelRequest;
+ * - fair queueing: waiting reads are served round-robin by client key (the client's
+ *   address), one key holds at most half of the connections, and the queue is bounded
+ *   (`unavailable` with `retryAfterS` when full).
+ */
+import net from 'node:net';
+import type pg from 'pg';
+import { HeraldError } from '../errors.ts';
+import type { Logger } from '../logger.ts';
+
+export interface CatchUpReadsOptions {
+  /** The read pool: `max` connections with the statement timeout set (db/pool.ts). */
+  pool: pg.Pool;
+  /** Reads in flight at once; the pool's size. */
+  max: number;
+  /** Reads allowed to wait for a connection. */
+  queueMax: number;
+  /** The pool's statement timeout, for the message a timed-out client gets. */
+  timeoutMs: number;
+  logger: Logger;
+}
+
+/**
+ * The key of Herald's own readers (the job workers' and the exporter's Subscriptions): a
+ * handful, never refused by a full queue, so an attack cannot stop jobs or exports.
+ */
+export const INTERNAL_READ_KEY = 'internal';
+
+export interface ReadOptions {
+  /** Whose read this is: reads are shared round-robin between keys (default INTERNAL_READ_KEY). */
+  key?: string;
+  /** Aborting it cancels the read, queued or running. */
+  signal?: AbortSignal | undefined;
+}
+
+interface Waiter {
+  key: string;
+  run: () => void;
+}
+
+// SQLSTATE of a statement stopped by statement_timeout or by a cancel request.
+const QUERY_CANCELED = '57014';
+// What a client waits before retrying a read refused or stopped here: one second, in which
+// the queue drains a few hundred reads.
+const RETRY_AFTER_S = 1;
+
+export class CatchUpReads {
+  private readonly opts: CatchUpReadsOptions;
+  /** One key may hold at most this many connections, so others always find a free lane. */
+  private readonly perKeyMax: number;
+  private active = 0;
+  private readonly activeByKey = new Map<string, number>();
+  /** Waiting reads by key; Map order is the round-robin order (a served key moves to the back). */
+  private readonly waiting = new Map<string, Waiter[]>();
+  private queued = 0;
+
+  constructor(opts: CatchUpReadsOptions) {
+    this.opts = opts;
+    this.perKeyMax = Math.max(1, Math.floor(opts.max / 2));
+  }
+
+  /** Reads running now. */
+  get inFlight(): number {
+    return this.active;
+  }
+
+  /** Reads waiting for a connection. */
+  get waitingCount(): number {
+    return this.queued;
+  }
+
+  /**
+   * Runs `fn` on a read connection once this key's turn comes. Rejects with `unavailable`
+   * when the queue is full or the statement times out, and with the signal's reason when it
+   * aborts (the query is cancelled in PostgreSQL).
+   */
+  run<T>(fn: (client: pg.PoolClient) => Promise<T>, { key = INTERNAL_READ_KEY, signal }: ReadOptions = {}): Promise<T> {
+    signal?.throwIfAborted();
+    if (this.queued >= this.opts.queueMax && key !== INTERNAL_READ_KEY && !this.canStart(key)) {
+      return Promise.reject(
+        new HeraldError('HERALD_ERR_UNAVAILABLE', `catch-up reads are saturated (${this.queued} waiting): retry after ${RETRY_AFTER_S} s`, {
+          retryAfterS: RETRY_AFTER_S,
+        }),
+      );
+    }
+    return new Promise<T>((resolve, reject) => {
+      const waiter: Waiter = { key, run: () => void this.start(key, fn, signal).then(resolve, reject) };
+      const onAbort = () => {
+        // Still queued: leave the queue. Running: start() cancels the query itself.
+        if (this.dequeue(waiter)) reject(signal!.reason);
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      const run = waiter.run;
+      waiter.run = () => {
+        signal?.removeEventListener('abort', onAbort);
+        run();
+      };
+      if (this.canStart(key)) waiter.run();
+      else this.enqueue(waiter);
+    });
+  }
+
+  private canStart(key: string): boolean {
+    return this.active < this.opts.max && (this.activeByKey.get(key) ?? 0) < this.perKeyMax && !this.waiting.has(key);
+  }
+
+  private enqueue(w: Waiter): void {
+    const q = this.waiting.get(w.key);
+    if (q) q.push(w);
+    else this.waiting.set(w.key, [w]);
+    this.queued++;
+  }
+
+  private dequeue(w: Waiter): boolean {
+    const q = this.waiting.get(w.key);
+    const i = q ? q.indexOf(w) : -1;
+    if (!q || i < 0) return false;
+    q.splice(i, 1);
+    if (q.length === 0) this.waiting.delete(w.key);
+    this.queued--;
+    return true;
+  }
+
+  /** Starts waiting reads while connections are free: the first key (in round-robin order) under its share. */
+  private pump(): void {
+    while (this.active < this.opts.max && this.queued > 0) {
+      let picked: Waiter[] | undefined;
+      let pickedKey = '';
+      for (const [key, q] of this.waiting) {
+        if ((this.activeByKey.get(key) ?? 0) < this.perKeyMax) {
+          picked = q;
+          pickedKey = key;
+          break;
+        }
+      }
+      if (!picked) return;
+      const w = picked.shift()!;
+      this.waiting.delete(pickedKey);
+      // Served: to the back of the round.
+      if (picked.length > 0) this.waiting.set(pickedKey, picked);
+      this.queued--;
+      w.run();
+    }
+  }
+
+  private async start<T>(key: string, fn: (client: pg.PoolClient) => Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+    this.active++;
+    this.activeByKey.set(key, (this.activeByKey.get(key) ?? 0) + 1);
+    let client: pg.PoolClient | undefined;
+    let broken: Error | undefined;
+    const cancel = () => {
+      if (client) sendCancel(client);
+    };
+    try {
+      signal?.throwIfAborted();
+      client = await this.opts.pool.connect();
+      signal?.throwIfAborted();
+      signal?.addEventListener('abort', cancel, { once: true });
+      return await fn(client);
+    } catch (err) {
+      if (signal?.aborted) throw signal.reason;
+      // A statement error leaves the connection usable; anything else (a dropped socket) does not.
+      const code = (err as { code?: unknown } | null)?.code;
+      if (!(typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code))) broken = err as Error;
+      if (code === QUERY_CANCELED) {
+        // Below error level: a timed-out read is the client's cost, not Herald's failure.
+        this.opts.logger.warn({ key, timeoutMs: this.opts.timeoutMs }, 'catch-up read stopped by its statement timeout');
+        throw new HeraldError(
+          'HERALD_ERR_UNAVAILABLE',
+          `the catch-up read took longer than ${this.opts.timeoutMs} ms and was stopped: retry shortly, or narrow the filter`,
+          { retryAfterS: RETRY_AFTER_S },
+          { cause: err },
+        );
+      }
+      throw err;
+    } finally {
+      signal?.removeEventListener('abort', cancel);
+      client?.release(broken);
+      this.active--;
+      const n = this.activeByKey.get(key)! - 1;
+      if (n === 0) this.activeByKey.delete(key);
+      else this.activeByKey.set(key, n);
+      this.pump();
+    }
+  }
+}
+
+/**
+ * Cancels what `client`'s backend is running: a CancelRequest (protocol message 80877102
+ * with the backend's pid and secret key) on a fresh socket, which takes no connection slot
+ * and no login. Closing the client's own socket would not do: PostgreSQL notices a gone
+ * client only when it next writes, so the query would run to its timeout.
+ */
+function sendCancel(client: pg.PoolClient): void {
+  const { host, port, processID, secretKey } = client as unknown as { host: string; port: number; processID: number | null; secretKey: number | null };
+  if (processID === null || secretKey === null) return;
+  const message = Buffer.alloc(16);
+  message.writeInt32BE(16, 0);
+  message.writeInt32BE(80877102, 4);
+  message.writeInt32BE(processID, 8);
+  message.writeInt32BE(secretKey, 12);
+  const socket = host.startsWith('/') ? net.connect(`${host}/.s.PGSQL.${port}`) : net.connect(port, host);
+  // Best effort: a cancel that does not arrive leaves the statement timeout to end the read.
+  socket.on('error', () => socket.destroy());
+  socket.setTimeout(5000, () => socket.destroy());
+  socket.end(message);
+}
