@@ -195,9 +195,18 @@ describe('index sync', () => {
       { topic: 'index', type: 'synced', data: expect.objectContaining({ yanked: 1, added: 0 }) },
     ]);
 
-    // Ten webhooks at once: one sync runs, at most one more waits; the rest fold into it.
+    // Ten webhooks at once: one sync runs, at most one more waits; the rest fold into it. The
+    // table is held locked meanwhile, so no sync can finish while the webhooks arrive (on a
+    // loaded machine one could, and a third job would be right, but prove nothing).
     const jobsBefore = await count(h, `select count(*) as n from herald.jobs where type = 'index-sync'`);
+    const holder = createPool(db.url, 2, createLogger('silent'));
+    cleanups.push(() => holder.end());
+    const lock = await holder.connect();
+    await lock.query('begin');
+    await lock.query('lock table herald.index_versions in access exclusive mode');
     const answers = await Promise.all(Array.from({ length: 10 }, (_, i) => hook(h, `{"n":${i}}`).then((r) => r.json() as Promise<{ jobId: number }>)));
+    await lock.query('rollback');
+    lock.release();
     const ids = new Set(answers.map((a) => a.jobId));
     expect(ids.size).toBeLessThanOrEqual(2);
     for (const id of ids) expect((await finished(h, id)).status).toBe('succeeded');
