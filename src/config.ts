@@ -379,10 +379,12 @@ export const defaults = {
   // Both like wsMaxConnections: a stream costs a socket and a Subscription, not a connection.
   sseMaxStreams: 50_000,
   longPollMax: 50_000,
-  // 4: catch-up reads are short index reads (issue 12 part 1); four in flight serve
-  // thousands of reconnects a second, and the pool is extra to dbPoolMax (10), so the
-  // database sees at most dbPoolMax + readPoolMax + 1 connections per process.
-  readPoolMax: 4,
+  // 2: catch-up reads are short index reads (issue 12 part 1) and most reconnects are served
+  // by the catch-up window, so two in flight serve thousands a second; one client address
+  // holds at most half, so the worst reads a stranger can send keep one backend busy, not
+  // the database (BENCHMARKS.md, Under attack: publish p99 652 ms with 4, 85 ms with 2). The
+  // pool is extra to dbPoolMax: the database sees dbPoolMax + readPoolMax + 1 per process.
+  readPoolMax: 2,
   // 1,000 × a few ms each: a queue that drains within seconds; past it, retrying is cheaper.
   readQueueMax: 1000,
   // 5 s: a bounded read of one page takes milliseconds; one still running after 5 s is an
