@@ -7,9 +7,9 @@
  * Why this shape: the doubling keeps a dead peer from being hammered; the cap bounds the delay
  * once it is back; the random half spreads out processes that failed together (a database
  * restart drops every Herald at once) so they do not retry in lockstep, while the fixed half
- * keeps a floor so a flapping peer is never retried in a tight loop. The Listener, the client
- * and start-up's database wait use this formula; call sites that still carry their own copy
- * (events/listener.ts, the client package, the exporter) compute the same values.
+ * keeps a floor so a flapping peer is never retried in a tight loop. The Listener and start-up's
+ * database wait use it. The client package (which imports nothing from the server) computes
+ * the same values with its own initial and cap options; the exporter's retry has no jitter yet.
  */
 
 /** The first delay, before jitter, in ms. */

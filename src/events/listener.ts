@@ -8,6 +8,7 @@
 import { EventEmitter } from 'node:events';
 import type pg from 'pg';
 import pgListen, { type Options as PgListenOptions, type Subscriber } from 'pg-listen';
+import { backoffMs } from '../backoff.ts';
 import type { Logger } from '../logger.ts';
 import type { Event } from './event.ts';
 import type { Hub } from './hub.ts';
@@ -40,11 +41,6 @@ export interface ListenerOptions {
   reconnectMaxMs: number;
 }
 
-/** Capped exponential backoff with full jitter: 100, 200, 400 … ms, capped, times [0.5, 1). */
-export function backoffMs(attempt: number, capMs: number): number {
-  const base = Math.min(capMs, 100 * 2 ** Math.min(attempt, 20));
-  return Math.round(base * (0.5 + Math.random() / 2));
-}
 
 export class Listener extends EventEmitter<ListenerEvents> {
   private _state: ListenerState = 'idle';
