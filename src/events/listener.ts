@@ -41,7 +41,6 @@ export interface ListenerOptions {
   reconnectMaxMs: number;
 }
 
-
 export class Listener extends EventEmitter<ListenerEvents> {
   private _state: ListenerState = 'idle';
   private subscriber: Subscriber | null = null;
