@@ -7,6 +7,7 @@
  * restart, a network blip) therefore cost a few queries, not one each; their catch-up then
  * comes from the Hub's window (catch-up-window.ts) without a query at all.
  */
+import { TokenBucket } from '../token-bucket.ts';
 import type { EventLog, LogHead } from './log.ts';
 
 /**
@@ -22,8 +23,7 @@ class SharedHead {
   /** The read the next callers will share: not yet started. */
   private next: Promise<LogHead> | null = null;
   private running: Promise<LogHead> | null = null;
-  private tokens = HEAD_READ_BURST;
-  private tokensAtMs = performance.now();
+  private readonly rate = new TokenBucket(HEAD_READ_BURST, HEAD_READS_PER_S, () => performance.now());
 
   constructor(log: EventLog) {
     this.log = log;
@@ -37,7 +37,7 @@ class SharedHead {
   private async start(): Promise<LogHead> {
     // Let callers of this same tick join; and one read at a time.
     await this.running?.catch(() => undefined);
-    const waitMs = this.takeToken();
+    const waitMs = this.rate.takeOrWaitMs();
     if (waitMs > 0) await new Promise((r) => setTimeout(r, waitMs));
     // From here on the read has begun: a later caller must wait for the one after it.
     this.next = null;
@@ -48,15 +48,6 @@ class SharedHead {
     } finally {
       if (this.running === read) this.running = null;
     }
-  }
-
-  /** Takes a token; returns how long to wait until it is earned (reads run one at a time). */
-  private takeToken(): number {
-    const now = performance.now();
-    this.tokens = Math.min(HEAD_READ_BURST, this.tokens + ((now - this.tokensAtMs) / 1000) * HEAD_READS_PER_S);
-    this.tokensAtMs = now;
-    this.tokens -= 1;
-    return this.tokens >= 0 ? 0 : (-this.tokens * 1000) / HEAD_READS_PER_S;
   }
 }
 

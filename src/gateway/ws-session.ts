@@ -19,6 +19,7 @@ import { waitForRoom } from './backpressure.ts';
 import { JSON_MAX_DEPTH, parseJson } from './json-input.ts';
 import { preparedFrames, socketOf } from './ws-frames.ts';
 import { parseFilter, parseSince, WS_CLOSE, wsClientMessage, type WsServerMessage } from './protocol.ts';
+import { TokenBucket } from '../token-bucket.ts';
 
 export type WsSessionState = 'open' | 'closing' | 'closed';
 
@@ -35,8 +36,7 @@ export class WsSession {
   private sentPosition = 0;
   /** Position to report when no stream is open (after an error or unsubscribe-all). */
   private idlePosition = 0;
-  private tokens: number;
-  private tokensAt = Date.now();
+  private readonly subscribeRate: TokenBucket;
   /** Cleared on each ping, set by the pong: a peer that misses one round is dropped. */
   alive = true;
   private readonly unregister: () => void;
@@ -46,7 +46,7 @@ export class WsSession {
     private readonly ws: WebSocket,
     private readonly reader: Reader,
   ) {
-    this.tokens = ctx.config.wsSubscribeBurst;
+    this.subscribeRate = new TokenBucket(ctx.config.wsSubscribeBurst, ctx.config.wsSubscribePerS);
     this.unregister = ctx.sessions.add({ close: (reason) => this.close(reason.closeCode, reason.message) });
     ws.on('message', (data, isBinary) => this.wsOnMessage(data as Buffer, isBinary));
     ws.on('pong', () => (this.alive = true));
@@ -137,7 +137,7 @@ export class WsSession {
     }
     const msg = parsed.data;
     if (msg.op === 'ping') return this.send({ op: 'pong' });
-    if (!this.takeToken()) {
+    if (!this.subscribeRate.tryTake()) {
       this.ctx.metrics.wsPolicyCloses.inc();
       return this.close(WS_CLOSE.POLICY, 'subscribe rate exceeded');
     }
@@ -311,16 +311,6 @@ export class WsSession {
     // Remember where the stream got to: a later close reason must not report less.
     if (sub) this.idlePosition = Math.max(this.idlePosition, sub.position);
     sub?.close();
-  }
-
-  private takeToken(): boolean {
-    const now = Date.now();
-    const { wsSubscribeBurst, wsSubscribePerS } = this.ctx.config;
-    this.tokens = Math.min(wsSubscribeBurst, this.tokens + ((now - this.tokensAt) / 1000) * wsSubscribePerS);
-    this.tokensAt = now;
-    if (this.tokens < 1) return false;
-    this.tokens -= 1;
-    return true;
   }
 
   private sendError(err: HeraldError, extra: Record<string, unknown> = {}): void {

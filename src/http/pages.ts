@@ -13,6 +13,7 @@ import type { HeraldContext } from '../context.ts';
 import { PACKAGE_NAME_RE } from '../registry/archive.ts';
 import type { JobStore } from '../jobs/store.ts';
 import type { Bucket } from '../exporter/bucket.ts';
+import { TokenBucket } from '../token-bucket.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const WEB_DIST = `${ROOT}dist/web`;
@@ -198,21 +199,17 @@ async function readJson<T>(bucket: Bucket, key: string): Promise<T | null> {
   return JSON.parse(text) as T;
 }
 
-/** A per-client token bucket, in memory (one process; enough to stop a form flood). */
+/** A token bucket per client address, in memory (one process; enough to stop a form flood). */
 class RateLimiter {
-  private readonly buckets = new Map<string, { tokens: number; at: number }>();
+  private readonly buckets = new Map<string, TokenBucket>();
   constructor(
     private readonly burst: number,
     private readonly perHour: number,
   ) {}
   take(key: string): boolean {
-    const now = Date.now();
-    const b = this.buckets.get(key) ?? { tokens: this.burst, at: now };
-    b.tokens = Math.min(this.burst, b.tokens + ((now - b.at) / 3_600_000) * this.perHour);
-    b.at = now;
-    const ok = b.tokens >= 1;
-    if (ok) b.tokens -= 1;
-    this.buckets.set(key, b);
+    let b = this.buckets.get(key);
+    if (!b) this.buckets.set(key, (b = new TokenBucket(this.burst, this.perHour / 3600)));
+    const ok = b.tryTake();
     if (this.buckets.size > 10_000) this.buckets.clear(); // bounded memory
     return ok;
   }
