@@ -4,7 +4,12 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   resolve: {
     // Tests exercise the client's source; test/client/package.test.ts installs the packed build.
-    alias: { 'herald-client': fileURLToPath(new URL('./packages/client/src/index.ts', import.meta.url)) },
+    // The subpath comes first: an alias matches a prefix, and `herald-client` alone would
+    // turn `herald-client/protocol` into `…/index.ts/protocol`.
+    alias: [
+      { find: 'herald-client/protocol', replacement: fileURLToPath(new URL('./packages/client/src/protocol.ts', import.meta.url)) },
+      { find: 'herald-client', replacement: fileURLToPath(new URL('./packages/client/src/index.ts', import.meta.url)) },
+    ],
   },
   test: {
     include: ['test/**/*.test.ts'],

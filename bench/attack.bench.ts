@@ -30,8 +30,10 @@ const TOKEN = 'bench-attack-publisher-token-0123';
 const LIVE_TOPIC = 'live:feed';
 /**
  * The worst filter: HERALD_MAX_FILTER_ENTRIES (100) prefix patterns, each broad (150 topics,
- * more than PATTERN_TOPICS_MAX) and rare (together 5% of the log), so each read walks its
- * 10,000 ids, falls short of a page, and then probes every topic of every pattern.
+ * more than PATTERN_TOPICS_MAX) and rare (together 5% of the log). Unbounded, a read would
+ * probe 101 topics of each pattern to tell it is broad, walk 10,000 ids, fall short of a
+ * page, then probe every topic of every pattern (25,000 probes); within the read's work
+ * budget it stops at PATTERN_PROBES_MAX probes and answers from a shorter walk (events/log.ts).
  */
 const PATTERNS = Array.from({ length: 100 }, (_, i) => `a${String(i).padStart(2, '0')}:*`);
 

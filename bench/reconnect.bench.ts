@@ -37,6 +37,12 @@ const STATS_SETTLE_MS = 11_000;
  * (one `SELECT 1` every 10 s) is left on and shows in the idle baseline.
  */
 const QUIET = { workers: 0, exporter: false, safetyPollMs: 600_000 };
+/**
+ * The fleet's 2,000 clients all come from 127.0.0.1, one address: its share of read time
+ * (HERALD_READ_SHARE_MS_PER_S) would pace the window-off storm's 2,000 table reads as one
+ * client's. Off, so the storm compares the window with the table, not with the share.
+ */
+const ONE_ADDRESS = { readShareMsPerS: 0 };
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -72,7 +78,7 @@ async function storm(dbUrl: string, pool: pg.Pool, stats: pg.Pool, datname: stri
   // The peer reads no environment (herald-server.ts): the setting goes in as its config.
   const herald = spawnPeer('./peers/herald-server.ts', {
     BENCH_DATABASE_URL: dbUrl,
-    BENCH_HERALD_CONFIG: JSON.stringify({ ...QUIET, ...user, ...(window ? {} : { catchUpWindowBytes: 0 }) }),
+    BENCH_HERALD_CONFIG: JSON.stringify({ ...QUIET, ...ONE_ADDRESS, ...user, ...(window ? {} : { catchUpWindowBytes: 0 }) }),
   });
   const clients = spawnPeer('./peers/storm-clients.ts');
   const xacts = async () =>

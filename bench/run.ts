@@ -7,6 +7,7 @@ import os from 'node:os';
 
 const BENCHES: Record<string, () => Promise<unknown>> = {
   appends: async () => (await import('./appends.bench.ts')).run(),
+  publish: async () => (await import('./publish.bench.ts')).run(),
   fanout: async () => (await import('./fanout.bench.ts')).run(),
   jobs: async () => (await import('./jobs.bench.ts')).run(),
   export: async () => (await import('./export.bench.ts')).run(),

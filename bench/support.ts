@@ -42,6 +42,23 @@ export async function benchDatabase(): Promise<BenchDatabase> {
   };
 }
 
+/**
+ * The baselines' table: the same shape as herald.events (topic check, (topic, id) index), so
+ * a ratio against it measures Herald's append path, not the schema.
+ */
+export const PLAIN_EVENTS_SETUP_SQL = `
+  create table if not exists public.plain_events (
+    id bigserial primary key,
+    topic text not null check (herald.valid_topic(topic)),
+    type text not null check (octet_length(type) between 1 and 128),
+    data jsonb not null,
+    at timestamptz not null default now()
+  );
+  create index if not exists plain_events_topic_id_idx on public.plain_events (topic, id)`;
+
+/** The bare single-event baseline: INSERT + NOTIFY in one statement ($1 topic, $2 data). */
+export const PLAIN_APPEND_SQL = `with ins as (insert into public.plain_events (topic, type, data) values ($1, 't', $2) returning id) select pg_notify('plain', '') from ins`;
+
 export type Row = Record<string, string | number>;
 
 export function printTable(title: string, rows: Row[]): void {

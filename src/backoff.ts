@@ -7,20 +7,10 @@
  * Why this shape: the doubling keeps a dead peer from being hammered; the cap bounds the delay
  * once it is back; the random half spreads out processes that failed together (a database
  * restart drops every Herald at once) so they do not retry in lockstep, while the fixed half
- * keeps a floor so a flapping peer is never retried in a tight loop. The Listener and start-up's
- * database wait use it. The client package (which imports nothing from the server) computes
- * the same values with its own initial and cap options; the exporter's retry has no jitter yet.
+ * keeps a floor so a flapping peer is never retried in a tight loop. The Listener, start-up's
+ * database wait, the exporter's retry, job retries and the client package's reconnects use it.
  */
 
-/** The first delay, before jitter, in ms. */
-export const BACKOFF_INITIAL_MS = 100;
-
-/**
- * Delay before retry `attempt` (0 for the first retry), in ms.
- * `random` is injectable for tests; it must return a value in [0, 1).
- */
-export function backoffMs(attempt: number, capMs: number, initialMs = BACKOFF_INITIAL_MS, random: () => number = Math.random): number {
-  // 2^20 × 100 ms is already ~29 hours: clamping the exponent keeps the product finite.
-  const base = Math.min(capMs, initialMs * 2 ** Math.min(Math.max(attempt, 0), 20));
-  return Math.round(base * (0.5 + random() / 2));
-}
+// The curve itself lives in the wire module, the one place the client package (which can
+// import nothing from the server) and the server can share.
+export { BACKOFF_INITIAL_MS, backoffMs } from 'herald-client/protocol';

@@ -67,6 +67,7 @@ async function needDatabase(flags: CommonFlags) {
   return { config, logger, pool: createPool(config.databaseUrl, 2, logger) };
 }
 
+/** The `herald` command tree (commander), built fresh for each run and for the help tests. */
 export function buildCli(): Command {
   const program = new Command('herald')
     // Usage errors throw (subcommands inherit this) so main() can exit with EXIT_CODES.usage.
@@ -86,7 +87,7 @@ export function buildCli(): Command {
       logger.info({ settings: changedSettings(config) }, 'starting herald');
       // Before start-up: a signal while the embedded PostgreSQL starts must stop it too.
       const signals = handleStopSignals({ logger });
-      // startHerald logs `herald listening on <url>` once it serves.
+      // startHerald (the gateway) logs `herald listening on <url>` once it serves.
       const herald = await startHerald(config, { logger });
       signals.started(herald.close);
     });
@@ -309,6 +310,7 @@ function showsStacks(): boolean {
   return level === 'debug' || level === 'trace';
 }
 
+/** Runs the command line `argv`, exiting with EXIT_CODES on failure (one line on stderr, never a stack unless at debug). */
 export async function main(argv: string[]): Promise<void> {
   try {
     await buildCli().parseAsync(argv);

@@ -20,6 +20,18 @@ const bool = z.union([z.boolean(), z.enum(['true', 'false', '1', '0']).transform
 const list = z
   .union([z.array(z.string()), z.string()])
   .transform((v) => (Array.isArray(v) ? v : v.split(',')).map((s) => s.trim()).filter((s) => s.length > 0));
+/**
+ * A browser origin (`https://app.example.com`, written as a browser sends it in `Origin`:
+ * lower-case, no default port, no path) or `*`. Written otherwise it is normalized to that
+ * form; a path, query or credentials are refused, since an origin never carries them.
+ */
+const origin = z.string().transform((s, ctx) => {
+  if (s === '*') return s;
+  const u = URL.canParse(s) ? new URL(s) : undefined;
+  if (u && (u.protocol === 'https:' || u.protocol === 'http:') && u.pathname === '/' && !u.search && !u.hash && !u.username && !u.password) return u.origin;
+  ctx.addIssue({ code: 'custom', message: `${JSON.stringify(s)} is not an origin: write scheme://host[:port] (e.g. https://app.example.com) or *` });
+  return z.NEVER;
+});
 
 interface Setting<S extends z.ZodType> {
   env: string;
@@ -106,6 +118,26 @@ export const SETTINGS = {
   retentionBatchSize: setting({ env: 'HERALD_RETENTION_BATCH_SIZE', schema: int(1, 1_000_000), doc: 'Rows deleted per pruning transaction.' }),
   maxBodyBytes: setting({ env: 'HERALD_MAX_BODY_BYTES', schema: int(1 * KIB, 256 * MIB), doc: 'Largest accepted request body (413 above).' }),
   maxEventDataBytes: setting({ env: 'HERALD_MAX_EVENT_DATA_BYTES', schema: int(16, 64 * MIB), doc: 'Largest `data` of one event published over HTTP.' }),
+  appendBatchMaxEvents: setting({
+    env: 'HERALD_APPEND_BATCH_MAX_EVENTS',
+    schema: int(1, 1_000_000),
+    doc: "Most events one group-append flush writes (publishes and Herald's own appends that arrive while a flush is in flight share the next one; see docs/operations.md). One request with more goes alone.",
+  }),
+  appendBatchMaxBytes: setting({
+    env: 'HERALD_APPEND_BATCH_MAX_BYTES',
+    schema: int(1 * KIB, 1024 * MIB),
+    doc: 'Most bytes of event JSON one group-append flush sends. One request with more goes alone.',
+  }),
+  appendQueueMaxEvents: setting({
+    env: 'HERALD_APPEND_QUEUE_MAX_EVENTS',
+    schema: int(1, 100_000_000),
+    doc: 'Events waiting for a group-append flush; past it a publish gets 503 `unavailable` with `Retry-After`.',
+  }),
+  appendQueueMaxBytes: setting({
+    env: 'HERALD_APPEND_QUEUE_MAX_BYTES',
+    schema: int(1 * KIB, 64 * 1024 * MIB),
+    doc: 'Bytes of event JSON waiting for a group-append flush; past it a publish gets 503 `unavailable` with `Retry-After`.',
+  }),
   pollDefaultLimit: setting({ env: 'HERALD_POLL_DEFAULT_LIMIT', schema: int(1, 100_000), doc: 'Events per `GET /v1/events` when `limit` is omitted.' }),
   pollMaxLimit: setting({ env: 'HERALD_POLL_MAX_LIMIT', schema: int(1, 100_000), doc: 'Largest accepted `limit`.' }),
   pollMaxWaitS: setting({ env: 'HERALD_POLL_MAX_WAIT_S', schema: int(0, 3600), doc: 'Largest accepted long-poll `wait`, in seconds.' }),
@@ -161,6 +193,11 @@ export const SETTINGS = {
     schema: int(10, 10 * MINUTE_MS),
     doc: 'Statement timeout of one catch-up read; past it the client gets the retryable 503 `unavailable`.',
   }),
+  readShareMsPerS: setting({
+    env: 'HERALD_READ_SHARE_MS_PER_S',
+    schema: int(0, 1_000_000),
+    doc: 'Catch-up read time one client address may use, in ms of database time per second (a burst of one second of it runs at once); past it its next reads wait in its queue while other addresses are served. 0: no limit.',
+  }),
   bodyTimeoutMs: setting({
     env: 'HERALD_BODY_TIMEOUT_MS',
     schema: int(100, 10 * MINUTE_MS),
@@ -184,13 +221,50 @@ export const SETTINGS = {
   privateTopicPrefixes: setting({
     env: 'HERALD_PRIVATE_TOPIC_PREFIXES',
     schema: list,
-    doc: 'Comma-separated topic prefixes (e.g. `private:`) that only holders of a read token may subscribe to. Empty: every topic is public.',
+    doc: 'Comma-separated topic prefixes (e.g. `private:`): a topic under one is readable only under a grant covering it (a read token, a JWT `subscribe` claim, or HERALD_AUTHZ_FUNCTION); patterns are narrowed to what the reader may read (docs/auth.md). Empty: every topic is public.',
   }),
   readTokens: setting({
     env: 'HERALD_READ_TOKENS',
     schema: list,
-    doc: 'Comma-separated bearer tokens that may read private topics (`Authorization` header or `?token=`).',
+    doc: 'Comma-separated bearer tokens that may read every topic, private ones included (`Authorization` header or `?token=`).',
     secret: true,
+  }),
+  jwtSecrets: setting({
+    env: 'HERALD_JWT_SECRETS',
+    schema: list.pipe(z.array(z.string().min(32, 'an HS256 secret must be at least 32 characters (RFC 7518 §3.2: as long as the hash)'))),
+    doc: 'Comma-separated HS256 secrets that sign JWTs (two for rotation), read from `Authorization: Bearer`, `?token=` or a WebSocket `auth` message (docs/auth.md). Empty: no HS256 tokens.',
+    secret: true,
+  }),
+  jwtJwksUrl: setting({
+    env: 'HERALD_JWT_JWKS_URL',
+    schema: z.string().url().optional(),
+    doc: 'URL of a JSON Web Key Set whose keys sign JWTs (RS256, ES256, EdDSA). Cached, refetched on an unknown `kid` at most every 30 s.',
+  }),
+  jwtAudience: setting({ env: 'HERALD_JWT_AUDIENCE', schema: z.string().min(1).optional(), doc: 'If set, a JWT must carry this `aud`.' }),
+  jwtIssuer: setting({ env: 'HERALD_JWT_ISSUER', schema: z.string().min(1).optional(), doc: 'If set, a JWT must carry this `iss`.' }),
+  authzFunction: setting({
+    env: 'HERALD_AUTHZ_FUNCTION',
+    schema: z
+      .string()
+      .regex(/^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$/, 'a function name such as `app.can_read` (lower-case, optionally schema-qualified)')
+      .optional(),
+    doc: 'SQL function `(subject text, claims jsonb, topic text) → boolean` asked whether a reader may read a private topic its grants do not cover: at subscribe for exact topics, at the first event of each topic for patterns (docs/auth.md). Unset: grants alone decide.',
+  }),
+  authzCacheTtlMs: setting({
+    env: 'HERALD_AUTHZ_CACHE_TTL_MS',
+    schema: int(SECOND_MS, DAY_MS),
+    doc: "How long one connection remembers HERALD_AUTHZ_FUNCTION's answer (allow or deny) for a topic; a grant revoked in the database stops that topic's events on a connection within it.",
+  }),
+  metricsToken: setting({
+    env: 'HERALD_METRICS_TOKEN',
+    schema: z.string().min(1).optional(),
+    doc: 'Bearer token `GET /metrics` requires (`Authorization: Bearer <token>`, 401 otherwise). Unset: /metrics is public and start-up warns. `/healthz` and `/readyz` stay public.',
+    secret: true,
+  }),
+  corsOrigins: setting({
+    env: 'HERALD_CORS_ORIGINS',
+    schema: list.pipe(z.array(origin)),
+    doc: 'Comma-separated browser origins (`https://app.example.com`), or `*` for any, that may call `GET /v1/events`, `GET /v1/events/stream`, `GET /v1/head` and `POST /v1/events` from another origin (CORS, preflight answered) and open `/v1/ws` (a WebSocket from another browser origin gets 403). Empty: no CORS headers (same origin only), and any WebSocket origin is accepted.',
   }),
   workers: setting({
     env: 'HERALD_WORKERS',
@@ -230,6 +304,11 @@ export const SETTINGS = {
     env: 'HERALD_JOB_POLL_MS',
     schema: int(100, 10 * MINUTE_MS),
     doc: 'Safety re-check for claimable jobs (retries coming due, lapsed leases); new jobs wake workers through the event log at once.',
+  }),
+  jobBatchMax: setting({
+    env: 'HERALD_JOB_BATCH_MAX',
+    schema: int(1, 10_000),
+    doc: 'Most job log lines, or job outcomes, one worker pool writes in one commit (what gathers while the previous commit is in flight); 1 writes each alone.',
   }),
   unpublishWindowMs: setting({
     env: 'HERALD_UNPUBLISH_WINDOW_MS',
@@ -304,10 +383,15 @@ export const SETTINGS = {
   indexWebhookSecrets: setting({
     env: 'HERALD_INDEX_WEBHOOK_SECRETS',
     schema: list,
-    doc: 'HMAC secrets for `X-Hub-Signature-256` on `POST /_/index-webhook` (two for rotation). Empty: signatures are not checked.',
+    doc: 'HMAC secrets for `X-Hub-Signature-256` on `POST /_/index-webhook` (two for rotation). Empty: the webhook is off (the route answers 404).',
     secret: true,
   }),
   indexWebhookMaxBytes: setting({ env: 'HERALD_INDEX_WEBHOOK_MAX_BYTES', schema: int(1, 64 * MIB), doc: 'Largest webhook body (413 above).' }),
+  indexWebhookReplayWindowMs: setting({
+    env: 'HERALD_INDEX_WEBHOOK_REPLAY_WINDOW_MS',
+    schema: int(SECOND_MS, 365 * DAY_MS),
+    doc: 'How long a webhook body is remembered (by its signature, in the database): the same signed body again within this time is answered as a duplicate and queues nothing, whatever its `X-GitHub-Delivery`.',
+  }),
   takedownBurst: setting({ env: 'HERALD_TAKEDOWN_BURST', schema: int(1, 1000), doc: 'Takedown form submissions a client address may make at once.' }),
   takedownPerHour: setting({ env: 'HERALD_TAKEDOWN_PER_HOUR', schema: int(1, 100_000), doc: 'Sustained takedown submissions per client address per hour.' }),
   clientToken: setting({
@@ -325,6 +409,7 @@ export const SETTINGS = {
 } as const;
 
 type Settings = typeof SETTINGS;
+/** The resolved, frozen settings every part is given (one key per SETTINGS entry, units in the names). */
 export type Config = {
   readonly [K in keyof Settings]: z.output<Settings[K]['schema']>;
 };
@@ -361,6 +446,19 @@ export const defaults = {
   retentionBatchSize: 5000,
   maxBodyBytes: 1 * MIB,
   maxEventDataBytes: 256 * KIB,
+  // 1,000: a full POST (MAX_EVENTS_PER_POST) fits one flush, which then costs what that POST
+  // did alone. A flush holds the id lock while it inserts, so every other producer's commit
+  // waits for it: 1,000 small events took 11 ms there on the loaded bench machine, 100 took
+  // 0.8 ms; under load flushes carry 20–30 (BENCHMARKS.md, Group append).
+  appendBatchMaxEvents: 1000,
+  // 1 MiB, like maxBodyBytes: one default-sized publish fills a flush. The text is parsed as
+  // jsonb when the statement is bound, before herald.append takes the lock.
+  appendBatchMaxBytes: 1 * MIB,
+  // 10,000: what a few flushes drain, tens of ms at the rates measured; a publisher that
+  // would wait longer is better told to retry (or to go to another instance) at once.
+  appendQueueMaxEvents: 10_000,
+  // 16 MiB: the memory queued bodies may hold at most (16 full 1 MiB publishes).
+  appendQueueMaxBytes: 16 * MIB,
   pollDefaultLimit: 100,
   pollMaxLimit: 1000,
   pollMaxWaitS: 60,
@@ -372,7 +470,8 @@ export const defaults = {
   wsMaxPayloadBytes: 64 * KIB,
   wsMaxConnections: 50_000,
   // 100: the largest filter a real client uses is a handful of entries; each costs the read
-  // up to 101 index probes (events/log.ts), so 100 bound one read to ~10,000 probes.
+  // up to 101 index probes to tell its shape (events/log.ts), within the read's budget of
+  // 2,000 (PATTERN_PROBES_MAX) whatever the count.
   maxFilterEntries: 100,
   wsSubscribeBurst: 20,
   wsSubscribePerS: 5,
@@ -390,6 +489,11 @@ export const defaults = {
   // 5 s: a bounded read of one page takes milliseconds; one still running after 5 s is an
   // attack or a sick database, and a retry is cheaper than holding the connection.
   readTimeoutMs: 5 * SECOND_MS,
+  // 250 ms a second: a quarter of one read connection, what an honest client catching up
+  // needs (a page of 1,000 events takes a few ms: some 50,000 events a second), while the
+  // worst reads one address can send cost the database a quarter of a core, not a whole one
+  // (BENCHMARKS.md, Under attack). Keyed by address, so clients behind one proxy share it.
+  readShareMsPerS: 250,
   // 10 s: a 1 MiB body needs under 1 Mbit/s to make it; one byte every few seconds does not.
   bodyTimeoutMs: 10 * SECOND_MS,
   // 30 s: above keep-alive (5 s) and any honest pause between requests; SSE heartbeats
@@ -400,6 +504,16 @@ export const defaults = {
   slowConsumerTimeoutMs: 10 * SECOND_MS,
   privateTopicPrefixes: [],
   readTokens: [],
+  jwtSecrets: [],
+  jwtJwksUrl: undefined,
+  jwtAudience: undefined,
+  jwtIssuer: undefined,
+  authzFunction: undefined,
+  // 60 s: a grant revoked in the database stops new topics of a connection within a minute,
+  // and a pattern over many private topics costs one call per topic per minute, not per event.
+  authzCacheTtlMs: 60 * SECOND_MS,
+  metricsToken: undefined,
+  corsOrigins: [],
   workers: 4,
   // 30 s: long enough that a GC pause or a slow query never loses a healthy job, short
   // enough that a crashed worker's job is retried within a minute.
@@ -409,6 +523,9 @@ export const defaults = {
   jobTimeoutMs: 5 * MINUTE_MS,
   jobTimeoutsMs: {},
   jobPollMs: 5 * SECOND_MS,
+  // 500: a flush of 500 lines (at most 64 KiB each, usually far less) is one short statement;
+  // batches form only while a flush is in flight, so the cap rarely binds but bounds the worst.
+  jobBatchMax: 500,
   unpublishWindowMs: 3 * DAY_MS,
   maxArchiveBytes: 10 * MIB,
   maxArchiveUncompressedBytes: 50 * MIB,
@@ -430,10 +547,15 @@ export const defaults = {
   indexFetchConcurrency: 8,
   indexWebhookSecrets: [],
   indexWebhookMaxBytes: 1 * MIB,
+  // A day: far past any honest retry of one delivery, so a captured one cannot be replayed
+  // for a day; a sender whose body never changes (a timer posting `{}`) triggers a sync at
+  // most once a day this way, and the periodic sync covers the rest.
+  indexWebhookReplayWindowMs: 1 * DAY_MS,
   takedownBurst: 3,
   takedownPerHour: 10,
 } satisfies Config;
 
+/** Raw values by setting key (CLI flags, test overrides), checked by loadConfig like the environment. */
 export type ConfigInput = { [K in keyof Config]?: unknown };
 
 /** Where a resolved value came from, in precedence order: a CLI flag, the environment, the default. */
@@ -445,6 +567,7 @@ export interface UnknownVariable {
   closest: string;
 }
 
+/** loadConfig's full answer: the settings, where each came from, and unknown variables. */
 export interface ResolvedConfig {
   config: Config;
   sources: { readonly [K in keyof Config]: SettingSource };
@@ -479,6 +602,11 @@ export function resolveConfig(flags: ConfigInput = {}, env: NodeJS.ProcessEnv = 
   if (problems.length === 0) {
     const c = out as Config;
     if (c.pollDefaultLimit > c.pollMaxLimit) problems.push(`pollDefaultLimit (${c.pollDefaultLimit}) must not exceed pollMaxLimit (${c.pollMaxLimit})`);
+    const jwt = c.jwtSecrets.length > 0 || c.jwtJwksUrl !== undefined;
+    for (const key of ['jwtAudience', 'jwtIssuer'] as const) {
+      if (c[key] !== undefined && !jwt)
+        problems.push(`${key} (${SETTINGS[key].env}) is set but no JWT is accepted: set HERALD_JWT_SECRETS or HERALD_JWT_JWKS_URL`);
+    }
   }
   if (problems.length > 0) {
     // One line: the CLI prints it as `herald: <message>`, and log collectors keep lines whole.

@@ -1,77 +1,97 @@
 /**
  * Every error Herald reports, with a stable code. Callers match on `code`, never on the
- * message. Transports map errors to the wire from these fields and never re-derive meaning:
- * HTTP uses `httpStatus`, WebSocket uses `closeCode` (4000–4999 is left to applications by
- * RFC 6455) when the error ends the connection, and every transport puts `wire` in
- * `{error:{code,message}}`. The wire names are part of the API (DESIGN.md); the
- * `HERALD_ERR_*` names are for code and logs. docs/errors.md lists them all.
+ * message. Each `HERALD_ERR_*` code (for code and logs) names one wire code (the API, sent
+ * to clients in `error.code`), and takes its HTTP status, WebSocket close code and retryable
+ * flag from the wire module's one table (`WIRE_ERRORS` in herald-client/protocol), which the
+ * client reads too. Transports map errors to the wire from these fields and never re-derive
+ * meaning: HTTP uses `httpStatus`, WebSocket closes with `closeCode` when `closes` says the
+ * error ends a connection, and every transport sends `toWire()`'s `{code,message,retryable}`.
+ * docs/errors.md lists them all.
  */
+import { type WireError, type WireErrorCode, WIRE_ERRORS } from 'herald-client/protocol';
 
-export interface ErrorSpec {
-  /** Short name sent to clients in `error.code`. */
-  wire: string;
-  httpStatus: number;
-  /** WebSocket close code used when this error ends a connection. */
-  closeCode: number;
-  /** Whether the same request may succeed later without changing it. */
-  retryable: boolean;
-}
-
+/**
+ * Each server code and the wire code it is sent as. Several may share a wire code: the
+ * start-up failures are reported as `unavailable` and `config` would be, were they ever sent.
+ */
 export const ERROR_SPECS = {
-  HERALD_ERR_BAD_REQUEST: { wire: 'bad_request', httpStatus: 400, closeCode: 4000, retryable: false },
-  HERALD_ERR_UNAUTHORIZED: { wire: 'unauthorized', httpStatus: 401, closeCode: 4001, retryable: false },
-  HERALD_ERR_FORBIDDEN: { wire: 'forbidden', httpStatus: 403, closeCode: 4003, retryable: false },
-  HERALD_ERR_NOT_FOUND: { wire: 'not_found', httpStatus: 404, closeCode: 4004, retryable: false },
-  HERALD_ERR_METHOD_NOT_ALLOWED: { wire: 'method_not_allowed', httpStatus: 405, closeCode: 4005, retryable: false },
-  HERALD_ERR_EPOCH_MISMATCH: { wire: 'epoch_mismatch', httpStatus: 409, closeCode: 4009, retryable: false },
-  HERALD_ERR_POSITION_AHEAD: { wire: 'cursor_ahead', httpStatus: 409, closeCode: 4009, retryable: false },
-  HERALD_ERR_POSITION_EXPIRED: { wire: 'cursor_expired', httpStatus: 410, closeCode: 4010, retryable: false },
-  HERALD_ERR_UPGRADE_REQUIRED: { wire: 'upgrade_required', httpStatus: 426, closeCode: 4026, retryable: false },
-  // Over WebSocket only in theory (bodies are HTTP); 4408 because 4008 is slow_consumer.
-  HERALD_ERR_REQUEST_TIMEOUT: { wire: 'request_timeout', httpStatus: 408, closeCode: 4408, retryable: true },
-  HERALD_ERR_PAYLOAD_TOO_LARGE: { wire: 'payload_too_large', httpStatus: 413, closeCode: 1009, retryable: false },
-  HERALD_ERR_UNSUPPORTED_MEDIA_TYPE: { wire: 'unsupported_media_type', httpStatus: 415, closeCode: 4015, retryable: false },
-  HERALD_ERR_RATE_LIMITED: { wire: 'rate_limited', httpStatus: 429, closeCode: 1008, retryable: true },
-  HERALD_ERR_TOO_MANY_CONNECTIONS: { wire: 'too_many_connections', httpStatus: 503, closeCode: 1013, retryable: true },
-  HERALD_ERR_SLOW_CONSUMER: { wire: 'slow_consumer', httpStatus: 503, closeCode: 4008, retryable: true },
-  HERALD_ERR_SHUTTING_DOWN: { wire: 'shutting_down', httpStatus: 503, closeCode: 1001, retryable: true },
-  HERALD_ERR_UNAVAILABLE: { wire: 'unavailable', httpStatus: 503, closeCode: 1011, retryable: true },
-  HERALD_ERR_INTERNAL: { wire: 'internal', httpStatus: 500, closeCode: 1011, retryable: true },
-  HERALD_ERR_CONFIG: { wire: 'config', httpStatus: 500, closeCode: 1011, retryable: false },
+  HERALD_ERR_BAD_REQUEST: 'bad_request',
+  HERALD_ERR_UNAUTHORIZED: 'unauthorized',
+  HERALD_ERR_TOKEN_EXPIRED: 'token_expired',
+  HERALD_ERR_FORBIDDEN: 'forbidden',
+  HERALD_ERR_NOT_FOUND: 'not_found',
+  HERALD_ERR_METHOD_NOT_ALLOWED: 'method_not_allowed',
+  HERALD_ERR_EPOCH_MISMATCH: 'epoch_mismatch',
+  HERALD_ERR_POSITION_AHEAD: 'cursor_ahead',
+  HERALD_ERR_POSITION_EXPIRED: 'cursor_expired',
+  HERALD_ERR_UPGRADE_REQUIRED: 'upgrade_required',
+  HERALD_ERR_REQUEST_TIMEOUT: 'request_timeout',
+  HERALD_ERR_PAYLOAD_TOO_LARGE: 'payload_too_large',
+  HERALD_ERR_UNSUPPORTED_MEDIA_TYPE: 'unsupported_media_type',
+  HERALD_ERR_IDEMPOTENCY_KEY_REUSED: 'idempotency_key_reused',
+  HERALD_ERR_RATE_LIMITED: 'rate_limited',
+  HERALD_ERR_TOO_MANY_CONNECTIONS: 'too_many_connections',
+  HERALD_ERR_SLOW_CONSUMER: 'slow_consumer',
+  HERALD_ERR_SHUTTING_DOWN: 'shutting_down',
+  HERALD_ERR_UNAVAILABLE: 'unavailable',
+  HERALD_ERR_INTERNAL: 'internal',
+  HERALD_ERR_CONFIG: 'config',
   // Start-up only, never sent to a client: the process exits instead (see EXIT_CODES).
-  HERALD_ERR_DATABASE_UNREACHABLE: { wire: 'unavailable', httpStatus: 503, closeCode: 1011, retryable: true },
-  HERALD_ERR_CANNOT_LISTEN: { wire: 'internal', httpStatus: 500, closeCode: 1011, retryable: false },
-} as const satisfies Record<string, ErrorSpec>;
+  HERALD_ERR_DATABASE_UNREACHABLE: 'unavailable',
+  HERALD_ERR_CANNOT_LISTEN: 'config',
+} as const satisfies Record<string, WireErrorCode>;
 
+/** A `HERALD_ERR_*` code. */
 export type ErrorCode = keyof typeof ERROR_SPECS;
 
 /** Extra fields sent to the client beside `code` and `message` (e.g. `oldest`, `head`). */
 export type ErrorDetails = Record<string, string | number | boolean | null>;
 
+/** The one error class: a code, its wire mapping, a message for people, and details for programs. */
 export class HeraldError extends Error {
   override readonly name = 'HeraldError';
   readonly code: ErrorCode;
-  readonly wire: string;
+  /** The wire code (`error.code` on the wire). */
+  readonly wire: WireErrorCode;
   readonly httpStatus: number;
+  /** WebSocket close code, sent only when `closes`. */
   readonly closeCode: number;
+  /** True when this error ends a WebSocket connection rather than arriving as an `error` message. */
+  readonly closes: boolean;
+  /** Whether the same request may succeed later without changing it (sent as `retryable`). */
   readonly retryable: boolean;
   readonly details: ErrorDetails;
 
   constructor(code: ErrorCode, message: string, details: ErrorDetails = {}, options?: { cause?: unknown }) {
     super(message, options);
-    const spec: ErrorSpec = ERROR_SPECS[code];
+    const wire = ERROR_SPECS[code];
+    const spec = WIRE_ERRORS[wire];
     this.code = code;
-    this.wire = spec.wire;
+    this.wire = wire;
     this.httpStatus = spec.httpStatus;
     this.closeCode = spec.closeCode;
+    this.closes = spec.closes;
     this.retryable = spec.retryable;
     this.details = details;
   }
 
-  /** The body every transport sends: `{error:{code,message,...details}}`. */
-  toWire(): { error: { code: string; message: string } & ErrorDetails } {
-    return { error: { ...this.details, code: this.wire, message: this.message } };
+  /** The body every transport sends: `{error:{...details,code,message,retryable}}` (details never replace the three). */
+  toWire(): { error: WireError } {
+    return { error: { ...this.details, code: this.wire, message: this.message, retryable: this.retryable } };
   }
+}
+
+/**
+ * A schema failure (zod's, taken by shape so this file needs no zod) as one line,
+ * `path: message`, naming `whole` when the failure is at the root: the form every
+ * `bad_request` about a body, a message or a setting uses.
+ */
+export function formatZodIssue(
+  error: { readonly issues: readonly { readonly path: readonly PropertyKey[]; readonly message: string }[] },
+  whole: string,
+): string {
+  const issue = error.issues[0];
+  return `${issue?.path.map(String).join('.') || whole}: ${issue?.message ?? 'invalid'}`;
 }
 
 // Connection-level failures (Postgres restarting, unreachable, shutting down): the request

@@ -8,6 +8,7 @@
 import { pino } from 'pino';
 import { isColorSupported, prettyFactory } from 'pino-pretty';
 
+/** The logger every part takes (pino's, one per process plus its children). */
 export type Logger = pino.Logger;
 
 /** `auto` picks `pretty` when stdout is a terminal, `json` otherwise (HERALD_LOG_FORMAT). */

@@ -15,7 +15,9 @@
 import { EXIT_CODES } from './errors.ts';
 import type { Logger } from './logger.ts';
 
+/** The signals that start an orderly stop (SIGHUP is left alone: see above). */
 export const STOP_SIGNALS = ['SIGTERM', 'SIGINT'] as const;
+/** One of STOP_SIGNALS. */
 export type StopSignal = (typeof STOP_SIGNALS)[number];
 
 /**
@@ -33,13 +35,17 @@ export const SAME_REQUEST_WINDOW_MS = 1000;
  */
 export type StopState = 'starting' | 'running' | 'stop-requested' | 'stopping';
 
+/** The handle installStopSignals() returns. */
 export interface StopSignals {
+  /** Where the stop state machine is (see StopState). */
   readonly state: StopState;
   /** Start-up is done and `close` ends the process's work; a signal received during start-up runs it now. */
   started(close: () => Promise<void>): void;
 }
 
+/** What the stop-signal handlers use, narrowed so tests can pass stand-ins. */
 export interface StopSignalsDeps {
+  /** Gets one line per signal received. */
   logger: Logger;
   /** The process to listen on and exit (tests pass a stand-in). */
   process?: Pick<NodeJS.EventEmitter, 'on'> & { exit(code: number): void };

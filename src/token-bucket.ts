@@ -1,7 +1,8 @@
 /**
  * A token bucket: at most `burst` tokens, earned back at `perSecond`. The one mechanism behind
  * every rate Herald enforces: WebSocket subscribe floods (ws-session.ts), takedown submissions
- * per client address (http/pages.ts) and shared head reads (events/head-reads.ts).
+ * per client address (http/pages.ts), shared head reads (events/head-reads.ts) and each client
+ * address's share of catch-up read time (events/catch-up-reads.ts).
  */
 export class TokenBucket {
   private tokens: number;
@@ -26,12 +27,14 @@ export class TokenBucket {
   }
 
   /**
-   * Takes a token, going into debt if there is none, and returns how long until it is earned,
-   * in ms (0: at once). For callers that wait their turn rather than being refused.
+   * Takes `n` tokens (default 1), going into debt for what is missing, and returns how long
+   * until the debt is earned back, in ms (0: at once). For callers that wait their turn
+   * rather than being refused, and for costs known only afterwards (catch-up-reads.ts charges
+   * each read's duration).
    */
-  takeOrWaitMs(): number {
+  takeOrWaitMs(n = 1): number {
     this.refill();
-    this.tokens -= 1;
+    this.tokens -= n;
     return this.tokens >= 0 ? 0 : (-this.tokens * 1000) / this.perSecond;
   }
 

@@ -90,10 +90,14 @@ describe('herald CLI', () => {
     expect(position).toBeGreaterThan(0);
     expect(raw.events().every((id) => id <= position)).toBe(true);
 
-    await new Promise((r) => setTimeout(r, 300)); // events commit while Herald is down
+    // Events commit while Herald is down: the clients must catch up on them after the restart.
+    const atExit = n;
+    await until(() => n >= atExit + 10, 10_000, 'events committed while Herald is down');
     await serve(db.url, port);
     await until(() => conns.every((c) => c.state === 'open'), 20_000, 'clients to reconnect');
-    await new Promise((r) => setTimeout(r, 200));
+    // And some after the reconnect, which reach the clients live.
+    const atReconnect = n;
+    await until(() => n >= atReconnect + 10, 10_000, 'events committed after the reconnect');
     producing = false;
     await producer;
 
@@ -123,9 +127,11 @@ describe('herald CLI', () => {
     const ids: number[] = [];
     let position = 0;
     for (let hop = 0; hop < 8; hop++) {
+      const before = ids.length;
       const conn = connect({ url: `http://127.0.0.1:${ports[hop % 2]}`, topics: ['hop:a'], since: position, onEvent: (e) => ids.push(e.id) });
       await conn.ready;
-      await new Promise((r) => setTimeout(r, 80));
+      // Every hop delivers something before the client moves on.
+      await until(() => ids.length > before, 10_000, `an event on hop ${hop}`);
       position = conn.position ?? position;
       conn.close();
     }

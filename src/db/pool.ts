@@ -12,8 +12,10 @@ const types = {
   },
 };
 
+/** The query pool type every store takes (pg's own, so callers need not import pg). */
 export type Pool = pg.Pool;
 
+/** Per-pool settings beyond the URL and size. */
 export interface PoolOptions {
   /** Shown in pg_stat_activity (default `herald`). */
   applicationName?: string;

@@ -1,8 +1,8 @@
 /**
- * CatchUpWindow: the Hub's memory of the batches it published last, so that a catch-up from a
+ * CatchUpWindow: the Hub's memory of the batches it fanned out last, so that a catch-up from a
  * recent position (thousands of clients reconnecting after a network blip or a rolling
  * restart) is answered without a query. It holds every event with `floor < id <= head`, as
- * the Hub's own published arrays (shared with the live subscribers, never copied), within a
+ * the Hub's own fanned-out arrays (shared with the live subscribers, never copied), within a
  * byte budget: past it the oldest batches go and `floor` moves up. The Subscription decides
  * between this window and the table (docs/spec/subscription.md, S7).
  *
@@ -36,6 +36,7 @@ export const EVENT_OVERHEAD_BYTES = 1024;
 /** The window's charge for a batch: serialized bytes plus the per-event overhead. */
 const charge = (batch: readonly Event[]) => batchBytes(batch) + batch.length * EVENT_OVERHEAD_BYTES;
 
+/** The window's byte budget and the log's retention, which a read from memory must honour too. */
 export interface CatchUpWindowOptions {
   /** Byte budget: the events' serialized bytes plus EVENT_OVERHEAD_BYTES each (0: the window is off). */
   maxBytes: number;
@@ -56,6 +57,7 @@ export interface WindowRead {
 
 const NOTHING: readonly Event[] = Object.freeze([]);
 
+/** The most recent fanned-out batches, kept within a byte budget, answering catch-up reads without a query. */
 export class CatchUpWindow {
   private readonly opts: CatchUpWindowOptions;
   /** Every event with floor < id <= head is in `batches`. */
@@ -71,7 +73,7 @@ export class CatchUpWindow {
   private foreign = false;
   /**
    * Set by the first reset() (the Listener's start). Before it the head is not the log's,
-   * and the Listener will move it without publishing what lies in between.
+   * and the Listener will move it without fanning out what lies in between.
    */
   private started = false;
   /** Highest `pruned_through` a query has reported. */
@@ -92,6 +94,7 @@ export class CatchUpWindow {
     return this._floor;
   }
 
+  /** The highest id held (the Hub's head). */
   get head(): number {
     return this._head;
   }
@@ -121,7 +124,7 @@ export class CatchUpWindow {
     this._floor = this._head = head;
   }
 
-  /** Hub callback: a batch was published (ids strictly increasing, all above the head). */
+  /** Hub callback: a batch was fanned out (ids strictly increasing, all above the head). */
   append(batch: readonly Event[]): void {
     this.last = null;
     this._head = batch[batch.length - 1]!.id;
@@ -166,7 +169,7 @@ export class CatchUpWindow {
   private collect(after: number, filter: TopicFilter, limit: number): WindowRead {
     const start = this.batchAfter(after);
     const out: Event[] = [];
-    // Set while `out` is exactly one whole published batch.
+    // Set while `out` is exactly one whole fanned-out batch.
     let only: readonly Event[] | null = null;
     for (let b = start; b < this.batches.length; b++) {
       const batch = this.batches[b]!;
@@ -180,7 +183,7 @@ export class CatchUpWindow {
       }
       if (out.length > before) only = before === 0 && from === 0 && out.length === batch.length ? batch : null;
     }
-    // One whole published batch: hand over the Hub's array itself, so its WebSocket frames
+    // One whole fanned-out batch: hand over the Hub's array itself, so its WebSocket frames
     // and SSE text are built once for every reader (perBatch), not once per reader.
     return { events: only ?? out, covered: this._head };
   }

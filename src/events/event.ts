@@ -22,10 +22,12 @@ export interface EventRow {
   at: Date | string;
 }
 
+/** One event of the log, immutable, with its wire encodings computed once and shared. */
 export class Event {
   readonly id: number;
   readonly topic: string;
   readonly type: string;
+  /** Commit time as ISO 8601 UTC with milliseconds (`2026-12-02T10:00:00.000Z`). */
   readonly at: string;
   /** `data` as JSON text, exactly as Postgres rendered it. */
   readonly dataJson: string;
@@ -67,6 +69,7 @@ export class Event {
     return this.wsFrameBytes;
   }
 
+  /** The wire shape, with `data` parsed (for JSON.stringify of a containing object). */
   toJSON(): EventJson {
     return { id: this.id, topic: this.topic, type: this.type, data: this.data, at: this.at };
   }

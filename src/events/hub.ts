@@ -1,24 +1,26 @@
 /**
- * Hub: in-process fan-out. The Listener publishes each batch of new events once; the Hub
+ * Hub: in-process fan-out. The Listener fans out each batch of new events once; the Hub
  * hands every member the events that match its filter. Members are indexed by exact topic,
  * so an event reaches its recipients without testing every member. It also keeps the last
- * batches it published, within a byte budget, in its CatchUpWindow: catch-ups from recent
+ * batches it fanned out, within a byte budget, in its CatchUpWindow: catch-ups from recent
  * positions are read from there instead of the table.
  */
 import { CatchUpWindow, type CatchUpWindowOptions } from './catch-up-window.ts';
 import type { Event } from './event.ts';
 import type { TopicFilter } from './topic.ts';
 
+/** What the Hub delivers to: a filter and a synchronous deliver() (a Subscription, in practice). */
 export interface HubMember {
   readonly filter: TopicFilter;
   /**
-   * Called synchronously with the matching events of one published batch, in id order. The
-   * array may be shared with other members and is never modified once published: a member
+   * Called synchronously with the matching events of one batch fanned out, in id order. The
+   * array may be shared with other members and is never modified once fanned out: a member
    * may keep it (Subscriptions buffer it by reference), but must not modify it.
    */
   deliver(events: readonly Event[]): void;
 }
 
+/** In-process fan-out: each batch the Listener hands over goes to the members whose filter matches. */
 export class Hub {
   /** Recent batches, for catch-up without a query (off unless given a byte budget). */
   readonly window: CatchUpWindow;
@@ -31,13 +33,13 @@ export class Hub {
     this.window = new CatchUpWindow({ maxBytes: 0, retentionMaxAgeMs: 0, retentionMaxEvents: 0, ...window });
   }
 
-  /** The highest id published so far (the Listener's head). */
+  /** The highest id fanned out so far (the Listener's head). */
   get head(): number {
     return this._head;
   }
 
   /**
-   * Where publishing starts (the Listener sets it from the log's head at start): the window
+   * Where fan-out starts (the Listener sets it from the log's head at start): the window
    * starts over there, since it cannot know what came before.
    */
   set head(id: number) {
@@ -45,12 +47,14 @@ export class Hub {
     this.window.reset(id);
   }
 
+  /** How many members are registered (a member with several exact topics counts once per topic). */
   get size(): number {
     let n = this.everything.size + this.byPrefix.size;
     for (const set of this.byTopic.values()) n += set.size;
     return n;
   }
 
+  /** Registers `member` for the batches fanned out from now on. */
   add(member: HubMember): void {
     const f = member.filter;
     if (f.all) {
@@ -65,6 +69,7 @@ export class Hub {
     if (f.prefixes.length > 0) this.byPrefix.add(member);
   }
 
+  /** Unregisters `member`; it receives nothing fanned out after this returns. */
   remove(member: HubMember): void {
     const f = member.filter;
     this.everything.delete(member);
@@ -80,7 +85,7 @@ export class Hub {
    * every event, or exactly one topic, share one read-only array per batch or per topic;
    * only members with several entries or prefixes get a list built for them.
    */
-  publish(events: readonly Event[]): void {
+  fanOut(events: readonly Event[]): void {
     if (events.length === 0) return;
     const batch = events;
     let byTopic: Map<string, Event[]> | null = null;
@@ -122,7 +127,7 @@ export class Hub {
     // a catch-up read from the window (even one started inside deliver) finds it there.
     this.window.append(batch);
     this._head = batch[batch.length - 1]!.id;
-    // The head has moved, so the batch is never published again: every member must get it,
+    // The head has moved, so the batch is never fanned out again: every member must get it,
     // whatever another member's deliver throws. The first failure is rethrown at the end.
     let failure: { err: unknown } | null = null;
     const deliver = (m: HubMember, list: readonly Event[]) => {

@@ -1,7 +1,7 @@
 /**
  * Listener: the one LISTEN connection of the process. A NOTIFY on `herald_events` is only a
  * doorbell: on every ring, on every (re)connect, and on a short safety poll, the Listener
- * reads `id > head` from the pool in batches, once for all subscribers, and publishes each
+ * reads `id > head` from the pool in batches, once for all subscribers, and fans out each
  * batch to the Hub. Losing the connection (or Postgres restarting) therefore loses nothing:
  * the next read picks up exactly where `head` was.
  */
@@ -9,38 +9,49 @@ import { EventEmitter } from 'node:events';
 import type pg from 'pg';
 import pgListen, { type Options as PgListenOptions, type Subscriber } from 'pg-listen';
 import { backoffMs } from '../backoff.ts';
+import { coerceError } from '../errors.ts';
 import type { Logger } from '../logger.ts';
 import type { Event } from './event.ts';
 import type { Hub } from './hub.ts';
 import type { EventLog } from './log.ts';
 
+/** The NOTIFY channel herald.ring() rings (sql/001_events.sql); its payload is always empty. */
 export const CHANNEL = 'herald_events';
 
 // pg-listen is CommonJS with `exports.default`; under Node's ESM loader the default import
 // is the whole `module.exports`.
 const createSubscriber = (pgListen as unknown as { default: (config: pg.ClientConfig, options: PgListenOptions) => Subscriber }).default;
 
+/** The Listener's lifecycle: idle → connecting → listening ⇄ reconnecting → closed. */
 export type ListenerState = 'idle' | 'connecting' | 'listening' | 'reconnecting' | 'closed';
 
 /** Lifecycle events, `noun:verb`. */
 export interface ListenerEvents {
+  /** Every state change, with the new state. */
   'listener:state': [state: ListenerState];
+  /** A ring arrived (the read it starts follows). */
   'listener:notification': [];
   /** A batch was read and handed to the Hub; `fanoutMs` is how long the hand-off took. */
   'listener:read': [count: number, head: number, fanoutMs: number];
+  /** A read or the LISTEN connection failed; the Listener retries by itself. */
   'listener:error': [err: Error];
 }
 
+/** What a Listener needs: where to LISTEN, the log to read, the Hub to hand batches to, and its timings. */
 export interface ListenerOptions {
   databaseUrl: string;
   log: EventLog;
   hub: Hub;
   logger: Logger;
+  /** Interval of the read that runs even without a notification, in ms (catches a lost NOTIFY). */
   safetyPollMs: number;
+  /** Most events read per query; a full batch is followed at once by another read. */
   batchSize: number;
+  /** Cap of the reconnect backoff, in ms. */
   reconnectMaxMs: number;
 }
 
+/** The process's one LISTEN connection: reads `id > head` on every ring and hands each batch to the Hub. */
 export class Listener extends EventEmitter<ListenerEvents> {
   private _state: ListenerState = 'idle';
   private subscriber: Subscriber | null = null;
@@ -59,6 +70,7 @@ export class Listener extends EventEmitter<ListenerEvents> {
     this.opts = opts;
   }
 
+  /** Where the lifecycle is now. */
   get state(): ListenerState {
     return this._state;
   }
@@ -68,7 +80,7 @@ export class Listener extends EventEmitter<ListenerEvents> {
     return this._state === 'closed';
   }
 
-  /** The highest id read from the log and published. */
+  /** The highest id read from the log and fanned out. */
   get head(): number {
     return this.opts.hub.head;
   }
@@ -83,7 +95,7 @@ export class Listener extends EventEmitter<ListenerEvents> {
   }
 
   /**
-   * Reads everything after `head` and publishes it. Calls that arrive during a read fold
+   * Reads everything after `head` and fans it out. Calls that arrive during a read fold
    * into one more read after it, so a burst of notifications costs one or two queries.
    */
   poke(): Promise<void> {
@@ -98,6 +110,7 @@ export class Listener extends EventEmitter<ListenerEvents> {
     return this.reading;
   }
 
+  /** Stops listening and polling and waits for a read in progress; idempotent. */
   async close(): Promise<void> {
     if (this.isClosed()) return;
     this.setState('closed');
@@ -116,18 +129,19 @@ export class Listener extends EventEmitter<ListenerEvents> {
         batch = await this.opts.log.readAfter(this.opts.hub.head, this.opts.batchSize);
       } catch (err) {
         // The pool is down too (Postgres restarting): the safety poll tries again.
-        this.emit('listener:error', err as Error);
-        this.opts.logger.warn({ err: (err as Error).message }, 'listener read failed; retrying on the next poll');
+        const e = coerceError(err);
+        this.emit('listener:error', e);
+        this.opts.logger.warn({ err: e.message }, 'listener read failed; retrying on the next poll');
         return;
       }
       if (this.isClosed()) return;
       if (batch.length > 0) {
         const t0 = performance.now();
         try {
-          this.opts.hub.publish(batch);
+          this.opts.hub.fanOut(batch);
         } catch (err) {
-          // A subscriber's bug: every other subscriber still got the batch (Hub.publish).
-          this.emit('listener:error', err as Error);
+          // A subscriber's bug: every other subscriber still got the batch (Hub.fanOut).
+          this.emit('listener:error', coerceError(err));
           this.opts.logger.error({ err }, 'a subscriber failed while taking a batch');
         }
         this.emit('listener:read', batch.length, this.opts.hub.head, performance.now() - t0);
@@ -166,7 +180,7 @@ export class Listener extends EventEmitter<ListenerEvents> {
     try {
       await subscriber.connect();
     } catch (err) {
-      this.subscriberOnError(subscriber, err as Error);
+      this.subscriberOnError(subscriber, coerceError(err));
     }
   }
 

@@ -11,15 +11,19 @@
 import type { Logger } from '../logger.ts';
 import type { EventLog, PruneOptions } from './log.ts';
 
+/** Retention limits (from PruneOptions), how often to prune, and where to report. */
 export interface PrunerOptions extends PruneOptions {
+  /** Time between pruning passes, in ms. */
   intervalMs: number;
   log: EventLog;
   logger: Logger;
+  /** Called with the number removed after each pass that removed some (metrics). */
   onPruned?: (n: number) => void;
   /** Injectable clock for tests. */
   now?: () => Date;
 }
 
+/** Runs EventLog.prune() on a timer, one pass at a time. */
 export class Pruner {
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<number> | null = null;
@@ -29,6 +33,7 @@ export class Pruner {
     this.opts = opts;
   }
 
+  /** Starts the timer, unless retention is off (no age and no count limit); idempotent. */
   start(): void {
     if (this.timer || (this.opts.maxAgeMs === 0 && this.opts.maxEvents === 0)) return;
     this.timer = setInterval(() => void this.runOnce(), this.opts.intervalMs);
@@ -55,6 +60,7 @@ export class Pruner {
     return this.running;
   }
 
+  /** Stops the timer and waits for a pass in progress. */
   async stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     this.timer = null;

@@ -12,29 +12,37 @@ import type { Hub, HubMember } from './hub.ts';
 import type { EventLog, ReadResult } from './log.ts';
 import type { TopicFilter } from './topic.ts';
 
+/** replaying (reading the log up to the head) → live (fed by the Hub) → closed; docs/spec/subscription.md. */
 export type SubscriptionState = 'replaying' | 'live' | 'closed';
 
 /** Where a stream starts: after an id, or at the current head. */
 export type Since = number | 'now';
 
+/** The per-subscriber bounds, from config. */
 export interface SubscriptionLimits {
+  /** Most events one table read returns (HERALD_REPLAY_PAGE_SIZE). */
   replayPageSize: number;
+  /** Live buffer bound in serialized bytes; past it the subscriber falls back to table reads. */
   maxClientQueueBytes: number;
+  /** Live buffer bound in events; past it, the same fallback. */
   maxClientQueueEvents: number;
 }
 
+/** Optional callbacks a transport gives to hear about a subscription's life. */
 export interface SubscriptionHooks {
   /** The buffer overflowed and the subscriber went back to table reads. */
   onFallback?(): void;
+  /** Every transition, after it happened. */
   onStateChange?(from: SubscriptionState, to: SubscriptionState): void;
   /**
-   * Push consumers: called synchronously inside the Hub's publish after each delivery to
+   * Push consumers: called synchronously inside the Hub's fan-out after each delivery to
    * this subscriber (events buffered, or the buffer dropped). A consumer that writes as
    * events arrive calls takeReady() here, in the same tick, instead of a promise per batch.
    */
   onReady?(): void;
 }
 
+/** What Subscription.open() is asked for: a filter, a starting position, and checks. */
 export interface OpenOptions {
   filter: TopicFilter;
   since: Since;
@@ -45,6 +53,7 @@ export interface OpenOptions {
   hooks?: SubscriptionHooks;
 }
 
+/** How much next() returns and when it stops waiting. */
 export interface NextOptions {
   /** Most events to return (default: everything available, up to a replay page). */
   limit?: number;
@@ -55,6 +64,7 @@ export interface NextOptions {
   signal?: AbortSignal;
 }
 
+/** The narrow dependencies of a Subscription: the log for reads, the Hub for live events, the bounds. */
 export interface SubscriptionDeps {
   log: EventLog;
   hub: Hub;
@@ -63,10 +73,12 @@ export interface SubscriptionDeps {
 
 const NOTHING: readonly Event[] = Object.freeze([]);
 
+/** One client's filter and position: replays from the log, then follows the Hub, never skipping or repeating an event. */
 export class Subscription implements HubMember {
   readonly filter: TopicFilter;
   /** The position the stream started after. */
   readonly since: number;
+  /** The epoch of the database it reads (what a client keeps beside its position). */
   readonly epoch: string;
   private _state: SubscriptionState = 'replaying';
   /** Every matching event with id <= cursor has been handed to the consumer (S5). */
@@ -143,6 +155,7 @@ export class Subscription implements HubMember {
     return new Subscription(deps, opts.filter, since, head.epoch, opts.hooks ?? {}, opts.readKey);
   }
 
+  /** Where the lifecycle is now. */
   get state(): SubscriptionState {
     return this._state;
   }
@@ -222,8 +235,10 @@ export class Subscription implements HubMember {
         // Table reads advance the cursor past non-matching rows too (S5).
         this.cursor = Math.max(this.cursor, page.covered);
         const full = page.events.length === pageSize;
-        // S2: a short page read entirely after the last buffer reset closes the gap.
-        if (!full && generation === this.generation) this.transition('live');
+        // S2: a short page that reached the read's head (a read its work budget stopped
+        // short covers less: read on from there), read entirely after the last buffer reset,
+        // closes the gap.
+        if (!full && page.covered >= page.head && generation === this.generation) this.transition('live');
         if (page.events.length > 0) return page.events;
         continue;
       }
@@ -247,6 +262,7 @@ export class Subscription implements HubMember {
     return this.buffered > 0 ? this.take(limit) : NOTHING;
   }
 
+  /** Stops reading and leaves the Hub; idempotent. A pending next() returns what it has. */
   close(): void {
     if (this._state === 'closed') return;
     this.transition('closed');

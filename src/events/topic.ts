@@ -5,11 +5,13 @@
  */
 import { HeraldError } from '../errors.ts';
 
+/** Longest topic, in bytes (herald.valid_topic() checks the same). */
 export const TOPIC_MAX_BYTES = 256;
 const TOPIC_RE = /^[a-z0-9._-]+(:[a-z0-9._-]+)*$/;
 // A pattern's prefix may end in ':' (`job:*`) or be empty (`*`).
 const PREFIX_RE = /^([a-z0-9._-]+(:[a-z0-9._-]+)*:?)?$/;
 
+/** True when `topic` is a concrete topic: `segment:segment…` of [a-z0-9._-], at most TOPIC_MAX_BYTES. */
 export function isValidTopic(topic: string): boolean {
   return topic.length <= TOPIC_MAX_BYTES && TOPIC_RE.test(topic);
 }
@@ -37,7 +39,14 @@ export class TopicFilter {
     this.all = all;
   }
 
+  /** The filter that matches every topic. */
   static readonly ALL = new TopicFilter(new Set(), [], true);
+
+  /**
+   * The filter that matches no topic: a pattern narrowed to nothing its reader may read
+   * (gateway/access.ts). Not what parse([]) gives (that is ALL): no client spells it.
+   */
+  static readonly NONE = new TopicFilter(new Set(), [], false);
 
   /** Parses filter entries; an empty list means every topic. Throws bad_request on a bad entry. */
   static parse(entries: readonly string[]): TopicFilter {
@@ -59,6 +68,7 @@ export class TopicFilter {
     return new TopicFilter(exact, [...prefixes], false);
   }
 
+  /** True when `topic` is one of the exact topics or starts with one of the prefixes. */
   matches(topic: string): boolean {
     if (this.all || this.exact.has(topic)) return true;
     for (const p of this.prefixes) if (topic.startsWith(p)) return true;
@@ -73,7 +83,8 @@ export class TopicFilter {
   /** A filter with `other`'s entries added. */
   union(other: TopicFilter): TopicFilter {
     if (this.all || other.all) return TopicFilter.ALL;
-    return TopicFilter.parse([...this.entries(), ...other.entries()]);
+    const entries = [...this.entries(), ...other.entries()];
+    return entries.length === 0 ? TopicFilter.NONE : TopicFilter.parse(entries);
   }
 
   /** A filter with `remove`'s entries taken out (exact entries and patterns by spelling). */

@@ -8,14 +8,15 @@
  * client revalidates once more.
  */
 import { randomBytes } from 'node:crypto';
-import type { Dirent } from 'node:fs';
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { walkFiles } from '../walk-files.ts';
 import { assertKey, type Bucket, type ObjectMeta, type StoredObject } from './bucket.ts';
 
 const OBJECT = '_object';
 const META = '_meta.json';
 
+/** A bucket in a local directory (`file:///path`), the default. */
 export class FsBucket implements Bucket {
   readonly id: string;
   private readonly root: string;
@@ -71,20 +72,13 @@ export class FsBucket implements Bucket {
   }
 
   async list(prefix: string): Promise<string[]> {
+    const segments = prefix.split('/').filter(Boolean);
     const out: string[] = [];
-    const walk = async (dir: string, rel: string[]) => {
-      let entries: Dirent[];
-      try {
-        entries = await readdir(dir, { withFileTypes: true });
-      } catch {
-        return;
-      }
-      for (const e of entries) {
-        if (e.isFile() && e.name === OBJECT) out.push(rel.join('/'));
-        else if (e.isDirectory()) await walk(path.join(dir, e.name), [...rel, e.name]);
-      }
-    };
-    await walk(path.join(this.root, ...prefix.split('/').filter(Boolean)), prefix.split('/').filter(Boolean));
+    // Tolerant: GC (this process's or another release's) may remove directories mid-walk.
+    for await (const file of walkFiles(path.join(this.root, ...segments), { tolerant: true })) {
+      const parts = file.split('/');
+      if (parts.pop() === OBJECT) out.push([...segments, ...parts].join('/'));
+    }
     return out.sort();
   }
 }

@@ -7,6 +7,7 @@
 import { DeleteObjectCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { assertKey, type Bucket, type ObjectMeta, type StoredObject } from './bucket.ts';
 
+/** A bucket on an S3-compatible object store (`s3://bucket/prefix?endpoint=…`). */
 export class S3Bucket implements Bucket {
   readonly id: string;
   private readonly client: S3Client;

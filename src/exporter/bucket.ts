@@ -1,10 +1,12 @@
 /**
  * The object-store contract the exporter writes through, and the key rules every backend
  * enforces. Implementations: bucket-fs.ts (default, `file:///path`) and bucket-s3.ts
- * (`s3://bucket/prefix?endpoint=…`: AWS S3, GCS XML API, R2, MinIO).
+ * (`s3://bucket/prefix?endpoint=…`: AWS S3, GCS XML API, R2, MinIO); open-bucket.ts picks one
+ * from a URL (this contract does not know its implementations).
  */
 import { HeraldError } from '../errors.ts';
 
+/** What is stored beside an object's bytes, and served with them. */
 export interface ObjectMeta {
   contentType: string;
   contentEncoding?: string;
@@ -15,11 +17,13 @@ export interface ObjectMeta {
   writerVersion: string;
 }
 
+/** An object as read back: its bytes and metadata. */
 export interface StoredObject {
   body: Buffer;
   meta: ObjectMeta;
 }
 
+/** An object store the exporter writes the static API to. */
 export interface Bucket {
   /** Identity for the export records (no credentials), e.g. `file:///srv/bucket`. */
   readonly id: string;
@@ -45,17 +49,4 @@ export function assertKey(key: string): string {
     );
   }
   return key;
-}
-
-/** Opens a bucket from its URL: `file:///path` or `s3://…`. */
-export async function openBucket(url: string): Promise<Bucket> {
-  let u: URL;
-  try {
-    u = new URL(url);
-  } catch {
-    throw new HeraldError('HERALD_ERR_CONFIG', `bucket URL ${JSON.stringify(url)} is not a URL: use file:///path or s3://bucket/prefix?endpoint=…`);
-  }
-  if (u.protocol === 'file:') return new (await import('./bucket-fs.ts')).FsBucket(decodeURIComponent(u.pathname));
-  if (u.protocol === 's3:') return new (await import('./bucket-s3.ts')).S3Bucket(u);
-  throw new HeraldError('HERALD_ERR_CONFIG', `unsupported bucket URL scheme ${u.protocol}: use file:// or s3://`);
 }

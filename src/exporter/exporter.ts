@@ -4,27 +4,33 @@
  * a durable cursor (advanced only after the writes succeed: a crash repeats work, never
  * skips it), coalesces each batch to one export per package, skips content whose hash is
  * already recorded, never overwrites a `latest/` object a newer release wrote, and
- * garbage-collects from its own records, not from bucket listings.
+ * garbage-collects from its own records (store.ts), not from bucket listings. It reads
+ * packages through the narrow PackageSource it declares, not from the registry.
  */
 import { createHash } from 'node:crypto';
-import type pg from 'pg';
-import { type HeraldContext, subscribe } from '../context.ts';
-import { withTransaction } from '../db/pool.ts';
+import { backoffMs } from '../backoff.ts';
 import { coerceError, HeraldError } from '../errors.ts';
-import type { Subscription } from '../events/subscription.ts';
+import type { Hub } from '../events/hub.ts';
+import type { EventLog } from '../events/log.ts';
+import type { Since, Subscription } from '../events/subscription.ts';
 import { TopicFilter } from '../events/topic.ts';
-import { getPackage } from '../registry/store.ts';
+import type { Metrics } from '../http/metrics.ts';
+import type { Logger } from '../logger.ts';
 import type { Bucket } from './bucket.ts';
-import { type RenderedObject, renderPackage } from './render.ts';
+import { type ExportablePackage, type RenderedObject, renderPackage } from './render.ts';
+import type { ExportRecord, ExportStore, WrittenRecord } from './store.ts';
 
+/** The prefix every release writes and readers follow by default. */
 export const LATEST = 'latest';
 
+/** Objects written, skipped (unchanged) and deleted by one export. */
 export interface ExportCounts {
   written: number;
   skipped: number;
   deleted: number;
 }
 
+/** How an Exporter writes: its release, what GC keeps, and test hooks. */
 export interface ExporterOptions {
   runtimeVersion: string;
   /** `<runtimeVersion>/` prefixes kept by GC (the newest N). */
@@ -37,7 +43,54 @@ export interface ExporterOptions {
   transformJson?: (key: string, value: unknown) => unknown;
 }
 
+/**
+ * Where the exporter reads packages from, in its own terms (the registry's store satisfies
+ * it; registry/module.ts passes it in).
+ */
+export interface PackageSource {
+  /** Every package's name, in name order. */
+  names(): Promise<string[]>;
+  /** The package as it now stands, or null if there is none. */
+  get(name: string): Promise<ExportablePackage | null>;
+  /** Every archive of the package by version, in one read. */
+  archives(name: string): Promise<Map<string, Buffer>>;
+  /** Of `names`, those whose objects may be collected: deleted or moderated before `before`, or gone. */
+  collectable(names: readonly string[], before: Date): Promise<string[]>;
+}
+
+/** What an Exporter uses, and nothing more. */
+export interface ExporterDeps {
+  readonly packages: PackageSource;
+  readonly store: ExportStore;
+  /** For the head a first full export starts from. */
+  readonly log: Pick<EventLog, 'readHead'>;
+  /** For the lag gauge. */
+  readonly hub: Pick<Hub, 'head'>;
+  /** Opens the `package:*` stream, counted under `transport` in the subscriber gauge. */
+  subscribe(transport: string, opts: { filter: TopicFilter; since: Since }): Promise<Subscription>;
+  readonly logger: Logger;
+  readonly metrics: Pick<Metrics, 'exporterLag' | 'exportObjects' | 'exportFailures'>;
+}
+
+/**
+ * idle → catching-up (start) ⇄ following, and any → stopped (stop), which is final:
+ * `catching-up` covers a first full export, (re)subscribing from the cursor, and a retry.
+ */
 export type ExporterState = 'idle' | 'catching-up' | 'following' | 'stopped';
+
+const EXPORTER_MOVES: Readonly<Record<ExporterState, readonly ExporterState[]>> = {
+  idle: ['catching-up', 'stopped'],
+  'catching-up': ['following', 'stopped'],
+  following: ['catching-up', 'stopped'],
+  stopped: [],
+};
+
+// A failed pass is retried from the cursor after backoffMs(attempt, 30 s, 200 ms): 100–200,
+// 200–400, … ms, then 15–30 s once the doubling reaches the cap. The cap keeps a bucket or
+// database outage from stretching the wait past what an operator would notice; the jitter
+// (src/backoff.ts) keeps several exporters that failed together from retrying in lockstep.
+const RETRY_INITIAL_MS = 200;
+const RETRY_CAP_MS = 30_000;
 
 /** Orders runtime versions like `2026.11.9` < `2026.11.22` (numeric where numeric). */
 export function compareRuntimeVersions(a: string, b: string): number {
@@ -62,10 +115,12 @@ const add = (a: ExportCounts, b: ExportCounts) => {
   a.deleted += b.deleted;
 };
 
+/** Keeps one bucket's static API in step with the log for one release (see the file header). */
 export class Exporter {
   private _state: ExporterState = 'idle';
   private sub: Subscription | null = null;
   private loop: Promise<void> | null = null;
+  private gcTimer: NodeJS.Timeout | null = null;
   private readonly now: () => Date;
   /** Ends a retry backoff early when stop() is called. */
   private readonly stopping = new AbortController();
@@ -73,13 +128,15 @@ export class Exporter {
   position = 0;
 
   constructor(
-    private readonly ctx: HeraldContext,
+    /** The dependencies it was built with: a second exporter (a rollback, a test) can share them. */
+    readonly deps: ExporterDeps,
     readonly bucket: Bucket,
     private readonly opts: ExporterOptions,
   ) {
     this.now = opts.now ?? (() => new Date());
   }
 
+  /** Where the exporter is in its lifecycle (reported by GET /api/v1/status). */
   get state(): ExporterState {
     return this._state;
   }
@@ -89,15 +146,15 @@ export class Exporter {
     return this._state === 'stopped';
   }
 
+  /** The name of this release's durable cursor. */
   get consumer(): string {
     return `exporter:${this.opts.runtimeVersion}`;
   }
 
+  /** The prefixes this release writes: `latest` and its own. */
   get prefixes(): string[] {
     return [LATEST, this.opts.runtimeVersion];
   }
-
-  private gcTimer: NodeJS.Timeout | null = null;
 
   /**
    * Starts following the log from the durable cursor (a first run exports everything), and
@@ -105,61 +162,61 @@ export class Exporter {
    */
   async start(gcIntervalMs = 0): Promise<void> {
     if (this._state !== 'idle') return;
-    this._state = 'catching-up';
+    this.transition('catching-up');
     this.loop = this.follow();
     if (gcIntervalMs > 0) {
       this.gcTimer = setInterval(() => {
-        this.gc().catch((err: Error) => this.ctx.logger.warn({ err: err.message }, 'export GC failed; retrying next interval'));
+        this.gc().catch((err: unknown) => this.deps.logger.warn({ err: coerceError(err).message }, 'export GC failed; retrying next interval'));
       }, gcIntervalMs);
     }
   }
 
+  /** Stops following (for good) and waits for the pass in progress to end. */
   async stop(): Promise<void> {
     if (this.gcTimer) clearInterval(this.gcTimer);
-    this._state = 'stopped';
+    this.transition('stopped');
     this.stopping.abort();
     this.sub?.close();
     await this.loop?.catch(() => undefined);
   }
 
-  private async loadCursor(): Promise<number | null> {
-    const { rows } = await this.ctx.pool.query<{ position: number }>('select position from herald.export_cursors where consumer = $1', [this.consumer]);
-    return rows[0]?.position ?? null;
+  /** The one place the state changes: refuses moves EXPORTER_MOVES does not list (stopped is final). */
+  private transition(to: ExporterState): boolean {
+    const from = this._state;
+    if (from === to) return true;
+    if (!EXPORTER_MOVES[from].includes(to)) return false;
+    this._state = to;
+    return true;
   }
 
   private async saveCursor(position: number): Promise<void> {
-    await this.ctx.pool.query(
-      `insert into herald.export_cursors (consumer, position) values ($1, $2)
-       on conflict (consumer) do update set position = greatest(herald.export_cursors.position, excluded.position), updated_at = now()`,
-      [this.consumer, position],
-    );
+    await this.deps.store.saveCursor(this.consumer, position);
     this.position = position;
-    this.ctx.metrics.exporterLag.set(Math.max(0, this.ctx.hub.head - position));
+    this.deps.metrics.exporterLag.set(Math.max(0, this.deps.hub.head - position));
   }
 
   private async follow(): Promise<void> {
     let attempt = 0;
     while (!this.stopped()) {
       try {
-        let since = await this.loadCursor();
+        let since = await this.deps.store.loadCursor(this.consumer);
         if (since === null) {
           // First run for this release: export everything, then follow from where that began.
-          const { head } = await this.ctx.log.readHead();
+          const { head } = await this.deps.log.readHead();
           await this.exportAll();
           if (this.stopped()) return;
           since = head;
         }
         this.position = since;
-        const sub = await subscribe(this.ctx, 'exporter', { trusted: true }, { filter: TopicFilter.parse(['package:*']), since });
-        // stop() may have come during the awaits above: it must win.
-        if (this.stopped()) {
+        const sub = await this.deps.subscribe('exporter', { filter: TopicFilter.parse(['package:*']), since });
+        // stop() may have come during the awaits above: it must win (stopped is final).
+        if (!this.transition('following')) {
           sub.close();
           return;
         }
         this.sub = sub;
-        this._state = 'following';
         while (this._state === 'following') {
-          const events = await this.sub.next();
+          const events = await sub.next();
           if (this._state !== 'following') break;
           // A burst of events for one package costs one export.
           const names = [...new Set(events.map((e) => e.topic.slice('package:'.length)))];
@@ -170,28 +227,29 @@ export class Exporter {
               // A package that can never be exported (bad input, not a passing fault) must
               // not stop the log for everyone: report it and move on. Anything else retries.
               if (err instanceof HeraldError && !err.retryable) {
-                this.ctx.metrics.exportFailures.inc();
-                this.ctx.logger.error({ package: name, err: err.message }, 'package cannot be exported; skipped');
+                this.deps.metrics.exportFailures.inc();
+                this.deps.logger.error({ package: name, err: err.message }, 'package cannot be exported; skipped');
               } else throw err;
             }
           }
-          await this.saveCursor(this.sub.position);
+          await this.saveCursor(sub.position);
           attempt = 0;
         }
       } catch (err) {
         const e = coerceError(err);
         this.sub?.close();
         if (this.stopped()) return;
-        this.ctx.metrics.exportFailures.inc();
+        this.deps.metrics.exportFailures.inc();
+        this.transition('catching-up');
         if (e.code === 'HERALD_ERR_POSITION_EXPIRED') {
           // Retention overtook the cursor: a full export is the only honest catch-up.
-          this.ctx.logger.warn({ consumer: this.consumer }, 'export cursor expired; running a full export');
-          await this.ctx.pool.query('delete from herald.export_cursors where consumer = $1', [this.consumer]);
+          this.deps.logger.warn({ consumer: this.consumer }, 'export cursor expired; running a full export');
+          await this.deps.store.deleteCursor(this.consumer);
           continue;
         }
-        this.ctx.logger.warn({ err: e.message, consumer: this.consumer }, 'export failed; retrying from the cursor');
+        this.deps.logger.warn({ err: e.message, consumer: this.consumer }, 'export failed; retrying from the cursor');
         await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, Math.min(30_000, 200 * 2 ** attempt++));
+          const timer = setTimeout(resolve, backoffMs(attempt++, RETRY_CAP_MS, RETRY_INITIAL_MS));
           this.stopping.signal.addEventListener(
             'abort',
             () => {
@@ -201,9 +259,6 @@ export class Exporter {
             { once: true },
           );
         });
-        // stop() may have come during the wait: it must win.
-        if (this.stopped()) return;
-        this._state = 'catching-up';
       }
     }
   }
@@ -213,18 +268,18 @@ export class Exporter {
    * read before it began is then in the bucket, so the cursor moves there (never back).
    */
   async exportAll(onProgress?: (done: number, total: number, counts: ExportCounts) => void): Promise<ExportCounts> {
-    const { head } = await this.ctx.log.readHead();
-    const { rows } = await this.ctx.pool.query<{ name: string }>('select name from herald.packages order by name');
+    const { head } = await this.deps.log.readHead();
+    const names = await this.deps.packages.names();
     const counts = zero();
     let done = 0;
     let next = 0;
     // A few packages at a time: bucket writes are latency-bound, not CPU-bound.
     await Promise.all(
       Array.from({ length: 4 }, async () => {
-        while (next < rows.length) {
-          const { name } = rows[next++]!;
+        while (next < names.length) {
+          const name = names[next++]!;
           add(counts, await this.exportPackage(name));
-          onProgress?.(++done, rows.length, counts);
+          onProgress?.(++done, names.length, counts);
         }
       }),
     );
@@ -235,15 +290,11 @@ export class Exporter {
   /** Brings one package's objects up to date under both prefixes. */
   async exportPackage(name: string): Promise<ExportCounts> {
     const counts = zero();
-    const pkg = await getPackage(this.ctx.pool, name);
+    const pkg = await this.deps.packages.get(name);
     // Deleted or moderated: absent from the API; GC removes the objects after the grace period.
     if (!pkg || pkg.deletedAt || pkg.moderated) return counts;
     // All of the package's archives in one query, not one per version.
-    const archives = new Map(
-      (await this.ctx.pool.query<{ version: string; archive: Buffer }>('select version, archive from herald.versions where package = $1', [name])).rows.map(
-        (r) => [r.version, r.archive],
-      ),
-    );
+    const archives = await this.deps.packages.archives(name);
     const objects = await renderPackage(
       pkg,
       async (version) => {
@@ -260,134 +311,82 @@ export class Exporter {
       // Objects this package no longer has (an unpublished version's archive), after the
       // listing that stopped pointing at them.
       const wanted = new Set(objects.map((o) => `${prefix}/${o.key}`));
-      const { rows } = await this.ctx.pool.query<{ key: string; writer_version: string }>(
-        'select key, writer_version from herald.export_objects where bucket = $1 and prefix = $2 and package = $3',
-        [this.bucket.id, prefix, name],
-      );
-      for (const r of rows) {
-        if (wanted.has(r.key) || compareRuntimeVersions(r.writer_version, this.opts.runtimeVersion) > 0) continue;
+      for (const r of await this.deps.store.packageRecords({ bucket: this.bucket.id, prefix, package: name })) {
+        if (wanted.has(r.key) || compareRuntimeVersions(r.writerVersion, this.opts.runtimeVersion) > 0) continue;
         await this.deleteObject(r.key);
         counts.deleted++;
       }
     }
-    this.ctx.metrics.exportObjects.labels('written').inc(counts.written);
-    this.ctx.metrics.exportObjects.labels('skipped').inc(counts.skipped);
-    this.ctx.metrics.exportObjects.labels('deleted').inc(counts.deleted);
+    this.deps.metrics.exportObjects.labels('written').inc(counts.written);
+    this.deps.metrics.exportObjects.labels('skipped').inc(counts.skipped);
+    this.deps.metrics.exportObjects.labels('deleted').inc(counts.deleted);
     return counts;
   }
 
   /**
    * Writes a package's objects under one prefix, in order, skipping each whose record says
    * the same bytes are there or (under `latest/`) a newer release wrote it. Nothing to write:
-   * no transaction at all. Otherwise one transaction holds the records' row locks (taken in
-   * key order, so two releases cannot deadlock) across the bucket writes: releases writing
-   * the same keys take turns, and the newer one's bytes stay. Returns how many were written.
+   * no transaction at all. Otherwise the records stay locked (ExportStore.writeLocked) across
+   * the bucket writes: releases writing the same keys take turns, and the newer one's bytes
+   * stay. Returns how many were written.
    */
   private async writePrefix(prefix: string, pkg: string, objects: RenderedObject[]): Promise<number> {
     const mine = this.opts.runtimeVersion;
     const planned = objects.map((o) => ({ obj: o, key: `${prefix}/${o.key}`, hash: sha256(o.body) }));
     const keys = planned.map((p) => p.key);
-    type Rec = { key: string; sha256: string; writer_version: string };
-    const needsWrite = (rec: Rec | undefined, hash: string) =>
-      !rec || rec.writer_version === '' || (compareRuntimeVersions(rec.writer_version, mine) <= 0 && rec.sha256 !== hash);
-    const unlocked = new Map(
-      (
-        await this.ctx.pool.query<Rec>('select key, sha256, writer_version from herald.export_objects where bucket = $1 and key = any($2)', [
-          this.bucket.id,
-          keys,
-        ])
-      ).rows.map((r) => [r.key, r]),
-    );
-    const stale = planned.filter((p) => {
-      const rec = unlocked.get(p.key);
-      return needsWrite(rec, p.hash) || (rec && rec.sha256 === p.hash && compareRuntimeVersions(rec.writer_version, mine) < 0);
-    });
-    if (stale.length === 0) return 0;
-    return withTransaction(this.ctx.pool, async (tx: pg.PoolClient) => {
-      await tx.query(
-        `insert into herald.export_objects (bucket, key, prefix, package, sha256, writer_version)
-         select $1, k, $3, $4, '', '' from unnest($2::text[]) k order by k
-         on conflict do nothing`,
-        [this.bucket.id, keys, prefix, pkg],
-      );
-      const locked = new Map(
-        (
-          await tx.query<Rec>('select key, sha256, writer_version from herald.export_objects where bucket = $1 and key = any($2) order by key for update', [
-            this.bucket.id,
-            keys,
-          ])
-        ).rows.map((r) => [r.key, r]),
-      );
-      const updates: { key: string; hash: string }[] = [];
-      let written = 0;
+    const needsWrite = (rec: ExportRecord | undefined, hash: string) =>
+      !rec || rec.writerVersion === '' || (compareRuntimeVersions(rec.writerVersion, mine) <= 0 && rec.sha256 !== hash);
+    // Same bytes from an older release: the record is claimed, no write needed.
+    const claimable = (rec: ExportRecord | undefined, hash: string) =>
+      rec !== undefined && rec.sha256 === hash && compareRuntimeVersions(rec.writerVersion, mine) < 0;
+    const unlocked = await this.deps.store.records(this.bucket.id, keys);
+    if (!planned.some((p) => needsWrite(unlocked.get(p.key), p.hash) || claimable(unlocked.get(p.key), p.hash))) return 0;
+    return this.deps.store.writeLocked({ bucket: this.bucket.id, prefix, package: pkg }, keys, mine, async (locked) => {
+      const written: WrittenRecord[] = [];
+      let count = 0;
       for (const p of planned) {
         const rec = locked.get(p.key);
         if (needsWrite(rec, p.hash)) {
           await this.bucket.put(p.key, p.obj.body, { ...p.obj.meta, sha256: p.hash, writerVersion: mine });
-          written++;
-          updates.push({ key: p.key, hash: p.hash });
-        } else if (rec && rec.sha256 === p.hash && compareRuntimeVersions(rec.writer_version, mine) < 0) {
-          // Same bytes from an older release: claim the record, no write needed.
-          updates.push({ key: p.key, hash: p.hash });
+          count++;
+          written.push({ key: p.key, sha256: p.hash });
+        } else if (claimable(rec, p.hash)) {
+          written.push({ key: p.key, sha256: p.hash });
         }
       }
-      if (updates.length) {
-        await tx.query(
-          `update herald.export_objects o set sha256 = u.hash, writer_version = $2, written_at = now()
-           from unnest($3::text[], $4::text[]) as u(key, hash) where o.bucket = $1 and o.key = u.key`,
-          [this.bucket.id, mine, updates.map((u) => u.key), updates.map((u) => u.hash)],
-        );
-      }
-      return written;
+      return { result: count, written };
     });
   }
 
   private async deleteObject(key: string): Promise<void> {
     await this.bucket.delete(key);
-    await this.ctx.pool.query('delete from herald.export_objects where bucket = $1 and key = $2', [this.bucket.id, key]);
+    await this.deps.store.deleteRecord(this.bucket.id, key);
   }
 
   /**
    * Garbage collection, decided from the export records: `<runtimeVersion>/` prefixes beyond
    * the newest `keepVersions` (never this release's own), and the objects of packages deleted
-   * or moderated longer ago than the grace period. Stray objects (in the bucket, unknown to
-   * the records) are reported, not deleted.
+   * or moderated longer ago than the grace period, or gone. Stray objects (in the bucket,
+   * unknown to the records) are reported, not deleted.
    */
   async gc(): Promise<{ deletedPrefixes: string[]; deletedObjects: number; strays: string[] }> {
     const now = this.now();
-    const { rows: prefixRows } = await this.ctx.pool.query<{ prefix: string }>(
-      `select distinct prefix from herald.export_objects where bucket = $1 and prefix <> $2`,
-      [this.bucket.id, LATEST],
-    );
-    const versions = prefixRows.map((r) => r.prefix).sort((a, b) => compareRuntimeVersions(b, a));
+    const versions = (await this.deps.store.prefixes(this.bucket.id, LATEST)).sort((a, b) => compareRuntimeVersions(b, a));
     const doomedPrefixes = versions.slice(this.opts.keepVersions).filter((p) => p !== this.opts.runtimeVersion);
+    const gone = await this.deps.packages.collectable(await this.deps.store.packages(this.bucket.id), new Date(now.getTime() - this.opts.graceMs));
     let deletedObjects = 0;
-    const { rows: doomed } = await this.ctx.pool.query<{ key: string }>(
-      `select o.key from herald.export_objects o
-       where o.bucket = $1 and (
-         o.prefix = any($2::text[])
-         or exists (select 1 from herald.packages p where p.name = o.package and (
-              p.deleted_at < $3 or (p.moderated and p.moderated_at < $3)))
-         or not exists (select 1 from herald.packages p where p.name = o.package))
-       order by o.key`,
-      [this.bucket.id, doomedPrefixes, new Date(now.getTime() - this.opts.graceMs)],
-    );
-    for (const { key } of doomed) {
+    for (const key of await this.deps.store.keysOf(this.bucket.id, doomedPrefixes, gone)) {
       await this.deleteObject(key);
       deletedObjects++;
     }
-    this.ctx.metrics.exportObjects.labels('deleted').inc(deletedObjects);
+    this.deps.metrics.exportObjects.labels('deleted').inc(deletedObjects);
     const strays: string[] = [];
     for (const prefix of this.prefixes) {
-      const known = new Set(
-        (
-          await this.ctx.pool.query<{ key: string }>('select key from herald.export_objects where bucket = $1 and prefix = $2', [this.bucket.id, prefix])
-        ).rows.map((r) => r.key),
-      );
+      const known = new Set(await this.deps.store.keysUnder(this.bucket.id, prefix));
       for (const key of await this.bucket.list(prefix)) if (!known.has(key)) strays.push(key);
     }
     if (strays.length)
-      this.ctx.logger.warn({ count: strays.length, sample: strays.slice(0, 10) }, 'stray objects in the bucket (not written by this exporter); left alone');
+      this.deps.logger.warn({ count: strays.length, sample: strays.slice(0, 10) }, 'stray objects in the bucket (not written by this exporter); left alone');
     return { deletedPrefixes: doomedPrefixes, deletedObjects, strays };
   }
 }

@@ -6,9 +6,22 @@
  */
 import { gzipSync } from 'node:zlib';
 import semver from 'semver';
-import type { PackageJson } from '../registry/store.ts';
 import type { ObjectMeta } from './bucket.ts';
 
+/**
+ * A package as the exporter reads it: what it renders, in the exporter's own terms. The
+ * registry's package JSON has this shape (registry/module.ts hands its store over as a
+ * PackageSource); the exporter does not import the registry.
+ */
+export interface ExportablePackage {
+  name: string;
+  moderated: boolean;
+  deletedAt: string | null;
+  versions: { version: string; manifest: unknown; size: number; sha256: string; publishedAt: string; retracted: boolean }[];
+  advisories: { id: string; summary: string; affected: string; publishedAt: string; updatedAt: string }[];
+}
+
+/** One object to write: its key below the prefix, its bytes and metadata. */
 export interface RenderedObject {
   /** Key below the prefix, e.g. `api/packages/left-pad`. */
   key: string;
@@ -17,13 +30,16 @@ export interface RenderedObject {
 }
 
 // Listings change with every publish: short. Archives never change: cache forever.
+/** Cache-Control of listings and advisories. */
 export const LISTING_CACHE = 'public, max-age=60';
+/** Cache-Control of archives, which never change. */
 export const ARCHIVE_CACHE = 'public, max-age=31536000, immutable';
 
+/** The key of a version's archive below the prefix. */
 export const archiveKey = (name: string, version: string) => `api/archives/${name}-${version}.tar.gz`;
 
 /** The highest stable (no pre-release), non-retracted version, or null. */
-export function latestStable(pkg: PackageJson): string | null {
+export function latestStable(pkg: ExportablePackage): string | null {
   const stable = pkg.versions.filter((v) => !v.retracted && semver.prerelease(v.version) === null).map((v) => v.version);
   return stable.length ? semver.rsort(stable)[0]! : null;
 }
@@ -39,7 +55,7 @@ function json(key: string, value: unknown): RenderedObject {
 
 /** Objects for an exportable package (not deleted, not moderated), in write order. */
 export async function renderPackage(
-  pkg: PackageJson,
+  pkg: ExportablePackage,
   archive: (version: string) => Promise<Buffer>,
   transform: (key: string, value: unknown) => unknown = (_k, v) => v,
 ): Promise<RenderedObject[]> {

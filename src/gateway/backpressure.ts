@@ -1,6 +1,7 @@
 /**
- * Waiting out a full socket, shared by the WebSocket and SSE transports. Resolves once the
- * queued bytes are back under the budget; rejects with slow_consumer after `timeoutMs`.
+ * Waiting out a full socket, for the stream policy (stream-policy.ts) on every streaming
+ * transport. Resolves once the queued bytes are back under the budget; rejects with
+ * slow_consumer after `timeoutMs`.
  *
  * It re-checks the queue on a short interval as well as on 'drain': Node emits 'drain' only
  * after a write returned false, i.e. past the stream's highWaterMark (16 KiB on Node 20,
@@ -12,6 +13,7 @@ import { HeraldError } from '../errors.ts';
 
 const RECHECK_MS = 50;
 
+/** Waits until `queued()` is at most `budget`, or the session is gone; slow_consumer after `timeoutMs`. */
 export function waitForRoom(opts: {
   /** Bytes queued for this client right now. */
   queued: () => number;

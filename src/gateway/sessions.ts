@@ -1,14 +1,16 @@
 /**
  * The open streaming sessions (SSE streams, long-polls, WebSocket connections) of this
- * process, so shutdown can end each one with its resume cursor.
+ * process, so shutdown can end each one with its resume position.
  */
 import { HeraldError } from '../errors.ts';
 
+/** One open stream or connection, as shutdown sees it. */
 export interface Session {
   /** Ends the session, telling the client why (and where to resume). */
   close(reason: HeraldError): void;
 }
 
+/** The open sessions of this process: each registers itself, and shutdown ends them all. */
 export class Sessions {
   private readonly open = new Set<Session>();
 
@@ -16,11 +18,13 @@ export class Sessions {
     return this.open.size;
   }
 
+  /** Registers `s` until the returned function is called (when the session ends by itself). */
   add(s: Session): () => void {
     this.open.add(s);
     return () => this.open.delete(s);
   }
 
+  /** Ends every open session with `reason` (shutdown), each telling its client where to resume. */
   closeAll(reason: HeraldError): void {
     for (const s of [...this.open]) s.close(reason);
     this.open.clear();
@@ -34,6 +38,7 @@ export class Sessions {
 export class StreamCap {
   private open = 0;
 
+  /** A cap of `max`, named in the refusal as `what` and raised by `setting`. */
   constructor(
     private readonly max: number,
     /** What is counted and which setting raises it, for the refusal's message. */

@@ -1,17 +1,28 @@
 /**
- * `GET /v1/ws`: the WebSocket transport. Handles the upgrade (path, limits, read token),
+ * `GET /v1/ws`: the WebSocket transport. Handles the upgrade (path, origin, limits, token),
  * then hands each connection to a WsSession. One timer pings every connection (dropping
  * peers that missed the previous pong) and one sends checkpoints, rather than a timer per
  * connection.
  */
-import type http from 'node:http';
+import http from 'node:http';
 import type { Duplex } from 'node:stream';
+import { QUERY, ROUTES } from 'herald-client/protocol';
 import { WebSocketServer } from 'ws';
-import type { HeraldContext } from '../context.ts';
+import type { Config } from '../config.ts';
 import { HeraldError, publicError } from '../errors.ts';
-import { ROUTES } from './protocol.ts';
-import { WsSession } from './ws-session.ts';
+import { checkWebSocketOrigin } from '../http/cors.ts';
+import type { Metrics } from '../http/metrics.ts';
+import { DeliveryTally, refuseWhenStopping } from './stream-policy.ts';
+import { WsSession, type WsSessionDeps } from './ws-session.ts';
 
+/** What the WebSocket endpoint needs: the sessions' dependencies, its limits and timers, its gauges. */
+export interface WebSocketDeps extends WsSessionDeps {
+  readonly config: WsSessionDeps['config'] &
+    Pick<Config, 'wsMaxPayloadBytes' | 'wsMaxConnections' | 'wsPingIntervalMs' | 'checkpointIntervalMs' | 'corsOrigins'>;
+  readonly metrics: WsSessionDeps['metrics'] & Pick<Metrics, 'wsConnections' | 'wsQueuedBytes' | 'wsQueuedBytesMax'>;
+}
+
+/** What this process holds for its WebSocket clients. */
 export interface QueueStats {
   connections: number;
   /** Sum over connections of buffered-but-unsent bytes. */
@@ -20,6 +31,7 @@ export interface QueueStats {
   maxQueuedBytes: number;
 }
 
+/** The WebSocket endpoint of one process. */
 export interface WebSocketGateway {
   readonly size: number;
   stats(): QueueStats;
@@ -30,55 +42,67 @@ export interface WebSocketGateway {
 /** Answers a refused upgrade with a plain HTTP error and closes the socket. */
 function refuse(socket: Duplex, err: HeraldError): void {
   const body = JSON.stringify(err.toWire());
-  const reason = { 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 503: 'Service Unavailable' }[err.httpStatus] ?? 'Bad Request';
+  const reason = http.STATUS_CODES[err.httpStatus] ?? 'Error';
   socket.end(
     `HTTP/1.1 ${err.httpStatus} ${reason}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
   );
 }
 
-export function attachWebSocket(ctx: HeraldContext, server: http.Server): WebSocketGateway {
+/** Serves `/v1/ws` on `server`'s upgrades until close(). */
+export function attachWebSocket(deps: WebSocketDeps, server: http.Server): WebSocketGateway {
+  const tally = new DeliveryTally(deps.metrics, 'ws');
   const wss = new WebSocketServer({
     noServer: true,
-    maxPayload: ctx.config.wsMaxPayloadBytes,
+    maxPayload: deps.config.wsMaxPayloadBytes,
     // Frames are built once and shared; per-connection compression would rebuild each one.
     perMessageDeflate: false,
     clientTracking: false,
   });
   const sessions = new Set<WsSession>();
 
-  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
-    socket.on('error', () => socket.destroy());
+  const upgrade = async (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
     try {
       const url = new URL(req.url ?? '/', 'http://localhost');
       if (url.pathname !== ROUTES.ws) throw new HeraldError('HERALD_ERR_NOT_FOUND', `no WebSocket endpoint at ${url.pathname}; use ${ROUTES.ws}`);
-      if (ctx.stopping) throw new HeraldError('HERALD_ERR_SHUTTING_DOWN', 'server is shutting down: connect to another instance');
-      if (sessions.size >= ctx.config.wsMaxConnections) {
+      checkWebSocketOrigin(deps.config.corsOrigins, req.headers);
+      refuseWhenStopping(deps, 'connect to another instance');
+      if (sessions.size >= deps.config.wsMaxConnections) {
         throw new HeraldError(
           'HERALD_ERR_TOO_MANY_CONNECTIONS',
-          `this instance holds its maximum of ${ctx.config.wsMaxConnections} connections: retry later or elsewhere`,
+          `this instance holds its maximum of ${deps.config.wsMaxConnections} connections: retry later or elsewhere`,
         );
       }
-      const reader = ctx.access.authenticate(req.headers.authorization, url.searchParams.get('token') ?? undefined);
+      // An expired JWT is let in: every subscribe answers token_expired as an `error` message,
+      // which a browser can read (a refused upgrade is only a 1006 there), and `auth` with a
+      // fresh token goes on from there. A token that is not valid at all is refused here.
+      const subject = await deps.access.authenticate(req.headers.authorization, url.searchParams.get(QUERY.token) ?? undefined, { allowExpired: true });
+      // The client left while its token was checked (a JWKS fetch): nothing to upgrade.
+      if (socket.destroyed) return;
+      refuseWhenStopping(deps, 'connect to another instance');
       wss.handleUpgrade(req, socket, head, (ws) => {
-        const session = new WsSession(ctx, ws, reader);
+        const session = new WsSession(deps, ws, subject, tally);
         sessions.add(session);
-        ctx.metrics.wsConnections.inc();
+        deps.metrics.wsConnections.inc();
         ws.on('close', () => {
           sessions.delete(session);
-          ctx.metrics.wsConnections.dec();
+          deps.metrics.wsConnections.dec();
         });
       });
     } catch (err) {
       refuse(socket, publicError(err));
     }
+  };
+  server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => socket.destroy());
+    void upgrade(req, socket, head);
   });
 
   const heartbeat = setInterval(() => {
     for (const s of sessions) s.heartbeat();
-  }, ctx.config.wsPingIntervalMs);
+  }, deps.config.wsPingIntervalMs);
   const checkpoints = setInterval(() => {
     for (const s of sessions) s.checkpoint();
-  }, ctx.config.checkpointIntervalMs);
+  }, deps.config.checkpointIntervalMs);
 
   const stats = (): QueueStats => {
     let queuedBytes = 0;
@@ -90,10 +114,10 @@ export function attachWebSocket(ctx: HeraldContext, server: http.Server): WebSoc
     }
     return { connections: sessions.size, queuedBytes, maxQueuedBytes };
   };
-  ctx.metrics.onCollect(() => {
+  deps.metrics.onCollect(() => {
     const st = stats();
-    ctx.metrics.wsQueuedBytes.set(st.queuedBytes);
-    ctx.metrics.wsQueuedBytesMax.set(st.maxQueuedBytes);
+    deps.metrics.wsQueuedBytes.set(st.queuedBytes);
+    deps.metrics.wsQueuedBytesMax.set(st.maxQueuedBytes);
   });
 
   return {

@@ -1,53 +1,99 @@
 /**
- * One WebSocket connection: one ordered stream at a time. `subscribe` (re)starts the
- * stream at `since` with new topics, `unsubscribe` narrows it from the current position,
- * `ping` is answered with `pong`. Events go out in batches, each one socket write of
- * prepared frames (ws-frames.ts): pushed inside the Hub's publish while the stream is live
- * (push mode), pulled from the Subscription while it catches up (pull mode). Past the byte
- * budget the session stops writing until the socket drains (the Subscription meanwhile
- * falls back to table reads), and a client that does not drain in time is closed with 4008
- * and its cursor.
+ * One WebSocket connection, the WebSocket implementation of the transport contract
+ * (transport.ts): one ordered stream at a time. `subscribe` (re)starts the stream at `since`
+ * with new topics, `unsubscribe` narrows it from the current position, `auth` replaces the
+ * connection's credentials (a running stream goes on under the new grants from its
+ * position), `ping` is answered with `pong`. Events go out in batches, each one socket write of prepared frames
+ * (ws-frames.ts); what is written when — catch-up pages, live batches pushed from the Hub's
+ * publish, the wait for a full socket, the slow-consumer end, checkpoints — is the stream
+ * policy's (stream-policy.ts).
+ *
+ * How an error ends things is its code's to say (`closes`, from the wire module's table):
+ * a stream's error (cursor_expired, unavailable, …) is an `error` message with the stream's
+ * position and the connection stays open; a connection's error (slow_consumer, rate_limited,
+ * shutting_down) closes it with the code's close code and the position in the reason.
  */
+import { CLOSE_REASON_MAX_BYTES, type CloseReason, type WsClientMessage, type WsServerMessage } from 'herald-client/protocol';
 import { WebSocket } from 'ws';
-import { subscribe, type HeraldContext } from '../context.ts';
+import type { Config } from '../config.ts';
 import { HeraldError, publicError } from '../errors.ts';
 import type { Event } from '../events/event.ts';
-import type { Subscription } from '../events/subscription.ts';
 import type { TopicFilter } from '../events/topic.ts';
-import type { Reader } from './access.ts';
-import { waitForRoom } from './backpressure.ts';
-import { JSON_MAX_DEPTH, parseJson } from './json-input.ts';
-import { preparedFrames, socketOf } from './ws-frames.ts';
-import { parseFilter, parseSince, WS_CLOSE, wsClientMessage, type WsServerMessage } from './protocol.ts';
+import type { Metrics } from '../http/metrics.ts';
 import { TokenBucket } from '../token-bucket.ts';
+import type { Reader, Subject, TopicAccess } from './access.ts';
+import { JSON_MAX_DEPTH, parseJson } from '../http/json-input.ts';
+import { parseFilter, parseSince, parseWsClientMessage } from './protocol.ts';
+import { type DeliveryTally, openStream, type Stream, type StreamDeps } from './stream-policy.ts';
+import type { Transport } from './transport.ts';
+import { preparedFrames, socketOf } from './ws-frames.ts';
 
+/** What a WebSocket session needs: the stream policy's dependencies, its own settings and counters. */
+export interface WsSessionDeps extends StreamDeps {
+  readonly config: StreamDeps['config'] & Pick<Config, 'maxFilterEntries' | 'wsSubscribeBurst' | 'wsSubscribePerS'>;
+  readonly metrics: StreamDeps['metrics'] & Pick<Metrics, 'wsPolicyCloses' | 'wsTally'>;
+  readonly access: StreamDeps['access'] & Pick<TopicAccess, 'readerOf'>;
+}
+
+/**
+ * Where a connection is: `open` (messages are read and answered), `closing` (Herald sent its
+ * close frame: nothing more is written), `closed` (the socket is gone).
+ */
 export type WsSessionState = 'open' | 'closing' | 'closed';
 
+/** The moves a session's state may make; anything else is refused by transition(). */
+const TRANSITIONS: Readonly<Record<WsSessionState, readonly WsSessionState[]>> = {
+  open: ['closing', 'closed'],
+  closing: ['closed'],
+  closed: [],
+};
+
+/** One WebSocket connection and the stream it carries. */
 export class WsSession {
   private _state: WsSessionState = 'open';
-  private sub: Subscription | null = null;
-  /** Push mode (live, socket has room): the Subscription's onReady writes batches at once. */
-  private pushing = false;
-  /** The stream a subscribe (or unsubscribe) is opening, until its Subscription is open. */
+  private stream: Stream | null = null;
+  /** The stream a subscribe (or unsubscribe) is opening, until its Stream is open. */
   private opening: { generation: number; filter: TopicFilter; since: number | 'now'; epoch: string | undefined } | null = null;
   /** Bumped by every subscribe/unsubscribe: a slower, older one must not win. */
   private generation = 0;
-  /** Highest id this client has been told about (event or checkpoint). */
-  private sentPosition = 0;
   /** Position to report when no stream is open (after an error or unsubscribe-all). */
   private idlePosition = 0;
   private readonly subscribeRate: TokenBucket;
   /** Cleared on each ping, set by the pong: a peer that misses one round is dropped. */
   alive = true;
   private readonly unregister: () => void;
+  /** This connection as the stream policy writes to it, for every stream it carries in turn. */
+  private readonly transport: Transport;
+  /** Who reads: from the upgrade's token, then from each `auth`. */
+  private reader: Reader;
+  /** An `auth` being checked: subscribes and unsubscribes that follow it wait for it. */
+  private authing: Promise<void> | null = null;
+  private readonly readKey: string;
 
+  /** Takes over an upgraded connection: registers it for shutdown and starts reading its messages. */
   constructor(
-    private readonly ctx: HeraldContext,
+    private readonly deps: WsSessionDeps,
     private readonly ws: WebSocket,
-    private readonly reader: Reader,
+    subject: Subject,
+    /** The WebSocket transport's delivery tally, shared by every session. */
+    private readonly tally: DeliveryTally,
   ) {
-    this.subscribeRate = new TokenBucket(ctx.config.wsSubscribeBurst, ctx.config.wsSubscribePerS);
-    this.unregister = ctx.sessions.add({ close: (reason) => this.close(reason.closeCode, reason.message) });
+    this.readKey = socketOf(ws).remoteAddress ?? 'unknown';
+    this.reader = deps.access.reader(subject, this.readKey);
+    this.subscribeRate = new TokenBucket(deps.config.wsSubscribeBurst, deps.config.wsSubscribePerS);
+    this.transport = {
+      name: 'ws',
+      get queuedBytes() {
+        return ws.bufferedAmount;
+      },
+      socket: socketOf(ws),
+      resumeHint: 'resume from the position in the close reason',
+      writeBatch: (events) => this.writeBatch(events),
+      writeCheckpoint: (position) => this.send({ op: 'checkpoint', id: position }),
+      end: (error, position) => this.streamEnded(error, position),
+      terminate: () => ws.terminate(),
+    };
+    this.unregister = deps.sessions.add({ close: (reason) => this.close(reason) });
     ws.on('message', (data, isBinary) => this.wsOnMessage(data as Buffer, isBinary));
     ws.on('pong', () => (this.alive = true));
     ws.on('close', () => this.wsOnClose());
@@ -61,12 +107,12 @@ export class WsSession {
 
   /** Bytes held for this client: its Subscription's buffer plus the socket's unsent bytes. */
   get queuedBytes(): number {
-    return (this.sub?.queuedBytes ?? 0) + this.ws.bufferedAmount;
+    return this.stream ? this.stream.queuedBytes : this.ws.bufferedAmount;
   }
 
-  /** The cursor this client can resume from. */
+  /** The position this client can resume from. */
   get position(): number {
-    return this.sub ? this.sub.position : this.idlePosition;
+    return this.stream ? this.stream.position : this.idlePosition;
   }
 
   /** Called by the server's ping timer: drop a peer that did not answer the last ping. */
@@ -84,72 +130,109 @@ export class WsSession {
 
   /** Called by the server's checkpoint timer. */
   checkpoint(): void {
-    const sub = this.sub;
-    if (!sub || this._state !== 'open') return;
-    const position = sub.position;
-    if (position > this.sentPosition && this.ws.bufferedAmount < this.ctx.config.maxClientQueueBytes) {
-      this.sentPosition = position;
-      this.send({ op: 'checkpoint', id: position });
-    }
+    if (this._state === 'open') this.stream?.checkpoint();
   }
 
-  /** Ends the connection with `code`; the reason carries the resume cursor. */
-  close(code: number, message: string): void {
-    if (this._state !== 'open') return;
-    this._state = 'closing';
-    const position = this.position;
+  /** Ends the connection with `reason`'s close code; the reason carries the resume position. */
+  close(reason: HeraldError): void {
+    this.closeAt(reason, this.position);
+  }
+
+  /** The one place the state changes: false (and nothing happens) for a move not allowed. */
+  private transition(to: WsSessionState): boolean {
+    if (!TRANSITIONS[this._state].includes(to)) return false;
+    this._state = to;
+    return true;
+  }
+
+  private closeAt(reason: HeraldError, position: number): void {
+    if (!this.transition('closing')) return;
     this.stopStream();
-    // The reason is limited to 123 bytes: the cursor first, then as much message as fits.
-    const reason = JSON.stringify({ position, message: message.slice(0, 80) });
-    this.ws.close(code, Buffer.byteLength(reason) <= 123 ? reason : JSON.stringify({ position }));
+    // The reason is limited to 123 bytes: the position first, then as much message as fits.
+    const full: CloseReason = { position, message: reason.message.slice(0, 80) };
+    const text = JSON.stringify(full);
+    this.ws.close(reason.closeCode, Buffer.byteLength(text) <= CLOSE_REASON_MAX_BYTES ? text : JSON.stringify({ position }));
   }
 
   private wsOnClose(): void {
-    this._state = 'closed';
+    this.transition('closed');
     this.stopStream();
     this.unregister();
   }
 
   private wsOnMessage(data: Buffer, isBinary: boolean): void {
     if (this._state !== 'open') return;
-    if (isBinary) return this.sendError(new HeraldError('HERALD_ERR_BAD_REQUEST', 'send JSON text frames, not binary'));
-    let raw: unknown;
+    let msg: WsClientMessage;
     try {
+      if (isBinary) throw new HeraldError('HERALD_ERR_BAD_REQUEST', 'send JSON text frames, not binary');
       // Checked first (depth, NUL, surrogates): a deeply nested `op` once overflowed the
-      // stack in the error message below, uncaught, and took the process down.
-      raw = parseJson(data.toString('utf8'), { what: 'message', maxDepth: JSON_MAX_DEPTH });
+      // stack in the error message, uncaught, and took the process down.
+      msg = parseWsClientMessage(parseJson(data.toString('utf8'), { what: 'message', maxDepth: JSON_MAX_DEPTH }));
     } catch (err) {
       return this.sendError(publicError(err));
     }
-    const parsed = wsClientMessage.safeParse(raw);
-    if (!parsed.success) {
-      const op = (raw as { op?: unknown } | null)?.op;
-      const known = op === 'subscribe' || op === 'unsubscribe' || op === 'ping';
-      const issue = parsed.error.issues[0];
-      return this.sendError(
-        new HeraldError(
-          'HERALD_ERR_BAD_REQUEST',
-          known
-            ? `bad ${String(op)} message: ${issue?.path.join('.') || 'message'}: ${issue?.message}`
-            : `unknown op ${JSON.stringify(op)?.slice(0, 40)}: use subscribe, unsubscribe or ping`,
-        ),
-      );
-    }
-    const msg = parsed.data;
     if (msg.op === 'ping') return this.send({ op: 'pong' });
     if (!this.subscribeRate.tryTake()) {
-      this.ctx.metrics.wsPolicyCloses.inc();
-      return this.close(WS_CLOSE.POLICY, 'subscribe rate exceeded');
+      this.deps.metrics.wsPolicyCloses.inc();
+      return this.close(new HeraldError('HERALD_ERR_RATE_LIMITED', 'subscribe rate exceeded'));
     }
     if (msg.op === 'subscribe') void this.subscribe(msg.topics, msg.since, msg.epoch);
-    else void this.unsubscribe(msg.topics);
+    else if (msg.op === 'unsubscribe') void this.unsubscribe(msg.topics);
+    else void this.auth(msg.token);
+  }
+
+  /**
+   * Takes new credentials: answered `authed` (then a running or opening stream restarts from
+   * its position under the new grants), or an error that leaves the old ones in place.
+   */
+  private async auth(token: string): Promise<void> {
+    const previous = this.authing;
+    const done = (async () => {
+      // One auth after another, in the order sent.
+      await previous;
+      let subject: Subject;
+      try {
+        subject = await this.deps.access.readerOf(token);
+      } catch (err) {
+        return this.sendError(publicError(err));
+      }
+      if (this._state !== 'open') return;
+      this.reader = this.deps.access.reader(subject, this.readKey);
+      this.send({ op: 'authed', expiresAt: subject.expiresAtMs });
+      await this.restart();
+    })();
+    this.authing = done;
+    await done;
+    if (this.authing === done) this.authing = null;
+  }
+
+  /** Restarts the stream (running or opening) from where it is, under the connection's current reader. */
+  private async restart(): Promise<void> {
+    const current = this.stream;
+    const opening = this.opening;
+    if (!current && !opening) return;
+    const generation = ++this.generation;
+    try {
+      if (current) {
+        const position = current.position;
+        this.stopStream();
+        await this.start(generation, current.filter, position, undefined);
+      } else if (opening) {
+        this.opening = null;
+        await this.start(generation, opening.filter, opening.since, opening.epoch);
+      }
+    } catch (err) {
+      if (generation === this.generation) this.sendError(publicError(err));
+    }
   }
 
   private async subscribe(topics: string[], rawSince: unknown, epoch: string | undefined): Promise<void> {
+    // After an `auth` sent before it, whose restart would otherwise replace this stream.
+    if (this.authing) await this.authing;
     const generation = ++this.generation;
     this.stopStream();
     try {
-      const filter = parseFilter(topics, this.ctx.config.maxFilterEntries);
+      const filter = parseFilter(topics, this.deps.config.maxFilterEntries);
       const since = parseSince(rawSince === undefined ? 'now' : rawSince);
       await this.start(generation, filter, since, epoch);
     } catch (err) {
@@ -158,10 +241,11 @@ export class WsSession {
   }
 
   private async unsubscribe(topics: string[]): Promise<void> {
+    if (this.authing) await this.authing;
     const generation = ++this.generation;
     try {
-      const current = this.sub;
-      const remove = parseFilter(topics, this.ctx.config.maxFilterEntries);
+      const current = this.stream;
+      const remove = parseFilter(topics, this.deps.config.maxFilterEntries);
       const opening = this.opening;
       if (!current && opening) {
         // A stream still opening (its start() will see the new generation and give up):
@@ -169,11 +253,11 @@ export class WsSession {
         this.opening = null;
         const left = opening.filter.without(remove);
         if (left) return await this.start(generation, left, opening.since, opening.epoch);
-        const head = await this.ctx.log.readHead();
+        const head = await this.deps.log.readHead();
         const since = opening.since === 'now' ? head.head : opening.since;
         if (generation === this.generation) {
           this.idlePosition = since;
-          this.send({ op: 'subscribed', epoch: head.epoch, head: Math.max(this.ctx.hub.head, since), since, topics: [] });
+          this.send({ op: 'subscribed', epoch: head.epoch, head: Math.max(this.deps.hub.head, since), since, topics: [] });
         }
         return;
       }
@@ -183,7 +267,7 @@ export class WsSession {
       this.stopStream();
       this.idlePosition = position;
       if (left) await this.start(generation, left, position, undefined);
-      else this.send({ op: 'subscribed', epoch: current.epoch, head: this.ctx.hub.head, since: position, topics: [] });
+      else this.send({ op: 'subscribed', epoch: current.epoch, head: this.deps.hub.head, since: position, topics: [] });
     } catch (err) {
       if (generation === this.generation) this.sendError(publicError(err));
     }
@@ -191,131 +275,56 @@ export class WsSession {
 
   private async start(generation: number, filter: TopicFilter, since: number | 'now', epoch: string | undefined): Promise<void> {
     this.opening = { generation, filter, since, epoch };
-    let sub: Subscription;
+    let stream: Stream;
     try {
-      sub = await subscribe(this.ctx, 'ws', this.reader, {
+      stream = await openStream(this.deps, this.transport, this.tally, this.reader, {
         filter,
         since,
         epoch,
-        readKey: socketOf(this.ws).remoteAddress ?? 'unknown',
-        onReady: () => this.onReady(),
+        readKey: this.readKey,
       });
     } finally {
       if (this.opening?.generation === generation) this.opening = null;
     }
-    if (generation !== this.generation || this._state !== 'open') {
-      sub.close();
-      return;
-    }
-    this.sub = sub;
-    this.sentPosition = sub.since;
-    this.send({ op: 'subscribed', epoch: sub.epoch, head: Math.max(this.ctx.hub.head, sub.since), since: sub.since, topics: filter.entries() });
-    void this.pull(sub);
-  }
-
-  /**
-   * Pull mode: table reads while the stream is replaying, and the wait for a full socket to
-   * drain. Once the stream is live and the socket has room it hands over to push mode.
-   * Only one of the two modes runs at a time, so frames leave in id order.
-   */
-  private async pull(sub: Subscription): Promise<void> {
-    this.pushing = false;
-    try {
-      for (;;) {
-        if (this.sub !== sub || sub.state === 'closed') return;
-        if (this.ws.bufferedAmount > this.ctx.config.maxClientQueueBytes) {
-          // Stop pulling: the Subscription's own bound makes it fall back to table reads.
-          await waitForRoom({
-            queued: () => this.ws.bufferedAmount,
-            budget: this.ctx.config.maxClientQueueBytes,
-            stream: socketOf(this.ws),
-            timeoutMs: this.ctx.config.slowConsumerTimeoutMs,
-            gone: () => this.sub !== sub || this._state !== 'open',
-            resumeHint: 'resume from the position in the close reason',
-          });
-          continue;
-        }
-        if (sub.state === 'live') {
-          this.pushing = true;
-          return this.push(sub);
-        }
-        const events = await sub.next();
-        if (this.sub === sub && events.length > 0) this.sendBatch(events);
-      }
-    } catch (err) {
-      if (this.sub !== sub) return;
-      const e = publicError(err);
-      if (e.code === 'HERALD_ERR_SLOW_CONSUMER') {
-        this.ctx.metrics.slowConsumerCloses.labels('ws').inc();
-        this.close(WS_CLOSE.SLOW_CONSUMER, e.message);
-        // The close frame waits behind the unsent backlog, and a stalled peer never answers
-        // it (ws would wait 30 s): give it one more timeout, then drop the connection and
-        // the memory with it.
-        const grace = setTimeout(() => this.ws.terminate(), this.ctx.config.slowConsumerTimeoutMs);
-        this.ws.once('close', () => clearTimeout(grace));
-        return;
-      }
-      if (e.code === 'HERALD_ERR_INTERNAL') this.ctx.logger.error({ err }, 'websocket stream failed');
-      this.idlePosition = sub.position;
-      this.stopStream();
-      this.sendError(e, { position: this.idlePosition });
-    }
-  }
-
-  /**
-   * Push mode, the live fast path: the Subscription's onReady hook calls this inside the
-   * Hub's publish, and the batch is written in the same tick — no promise, no wake-up per
-   * client per batch. A full socket or a fallback to table reads goes back to pull mode.
-   */
-  private push(sub: Subscription): void {
-    try {
-      for (;;) {
-        const events = sub.takeReady();
-        if (events === null) return void this.pull(sub);
-        if (events.length === 0) return;
-        this.sendBatch(events);
-        if (this.ws.bufferedAmount > this.ctx.config.maxClientQueueBytes) return void this.pull(sub);
-      }
-    } catch (err) {
-      // Runs inside the Hub's publish: a failure here must end this stream, not the fan-out.
-      // The batch it was writing may be taken and not written: resume from what was sent.
-      this.ctx.logger.error({ err }, 'websocket stream failed');
-      this.stopStream();
-      this.idlePosition = this.sentPosition;
-      this.sendError(publicError(err), { position: this.idlePosition });
-    }
-  }
-
-  /** The Subscription's onReady hook (also called while replaying, or before start() has the sub). */
-  private onReady(): void {
-    if (this.pushing && this.sub) this.push(this.sub);
+    if (generation !== this.generation || this._state !== 'open') return stream.stop();
+    this.stream = stream;
+    this.send({ op: 'subscribed', epoch: stream.epoch, head: Math.max(this.deps.hub.head, stream.since), since: stream.since, topics: filter.entries() });
+    stream.start();
   }
 
   /** Writes a batch as one prepared Buffer, shared with every other recipient of the batch. */
-  private sendBatch(events: readonly Event[]): void {
+  private writeBatch(events: readonly Event[]): boolean {
     // Closing (our close frame or the peer's is on its way): nothing may follow it.
-    if (this.ws.readyState !== WebSocket.OPEN) return;
+    if (this.ws.readyState !== WebSocket.OPEN) return false;
     const frames = preparedFrames(events);
     socketOf(this.ws).write(frames);
-    this.sentPosition = events[events.length - 1]!.id;
-    const tally = this.ctx.metrics.wsTally;
-    tally.frames += events.length;
-    tally.bytes += frames.length;
-    this.ctx.metrics.observeWsLag(events);
+    this.deps.metrics.wsTally.bytes += frames.length;
+    return true;
+  }
+
+  /**
+   * The policy ended the current stream (it failed, or did not drain): the connection goes
+   * on without one, or closes when the error is about the connection (slow_consumer).
+   */
+  private streamEnded(error: HeraldError | undefined, position: number): void {
+    this.stream = null;
+    this.idlePosition = position;
+    if (!error) return;
+    if (error.closes) this.closeAt(error, position);
+    else this.sendError(error, { position });
   }
 
   private stopStream(): void {
-    const sub = this.sub;
-    this.sub = null;
-    this.pushing = false;
+    const stream = this.stream;
+    this.stream = null;
+    if (!stream) return;
     // Remember where the stream got to: a later close reason must not report less.
-    if (sub) this.idlePosition = Math.max(this.idlePosition, sub.position);
-    sub?.close();
+    this.idlePosition = Math.max(this.idlePosition, stream.position);
+    stream.stop();
   }
 
-  private sendError(err: HeraldError, extra: Record<string, unknown> = {}): void {
-    const { error } = err.toWire();
-    this.send({ ...extra, ...error, op: 'error' } as WsServerMessage);
+  private sendError(err: HeraldError, extra: { position?: number } = {}): void {
+    this.send({ ...extra, ...err.toWire().error, op: 'error' });
   }
 
   private send(msg: WsServerMessage): void {

@@ -1,56 +1,38 @@
-/** Assembles the HTTP routes of one Herald process. */
-import express, { type NextFunction, type Request, type Response, type Router } from 'express';
-import type { HeraldContext } from '../context.ts';
+/**
+ * HTTP plumbing of one Herald process: an Express app with the access log, the body
+ * deadline, the routes it is given, the 404 and the error mapping. It knows no route of its
+ * own: the gateway (src/gateway/server.ts) hands it its routes and its plug-ins' routers.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import express, { type Router } from 'express';
 import { HeraldError } from '../errors.ts';
-import { createHeadHandler } from '../gateway/head.ts';
-import { createPollHandler } from '../gateway/poll.ts';
-import { ROUTES } from '../gateway/protocol.ts';
-import { createPublishHandlers } from '../gateway/publish.ts';
-import { createSseHandler } from '../gateway/sse.ts';
+import type { Logger } from '../logger.ts';
 import { createAccessLog } from './access-log.ts';
-import { createErrorHandler, notFound } from './errors.ts';
-import { createMetricsHandler, createReadyzHandler, healthz } from './health.ts';
+import { createErrorHandler, notFound, sendError } from './errors.ts';
 
-export interface AppRouters {
-  /** The job API, mounted at /api/v1. */
-  api?: Router;
-  /** The exported static API served from the bucket (/api/packages, /api/archives). */
-  exported?: Router;
-  /** POST /_/index-webhook. */
-  webhook?: Router;
-  /** The web pages. */
-  pages?: Router;
+/** What the app is built from. */
+export interface AppOptions {
+  readonly logger: Logger;
+  /** Every request body must arrive within this (bodyDeadline). */
+  readonly bodyTimeoutMs: number;
+  /** Paths whose requests the access log writes at debug (health probes, scrapes). */
+  readonly quietPaths?: readonly string[];
+  /** Mounted at the root in this order, between the body deadline and the 404. */
+  readonly routes: readonly Router[];
 }
 
-export function createApp(ctx: HeraldContext, routers: AppRouters = {}): express.Express {
+/** Builds the Express app: access log, body deadline, `routes` in order, then 404 and the error mapping. */
+export function createApp({ logger, bodyTimeoutMs, quietPaths, routes }: AppOptions): express.Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
   // Repeated `topic=` must arrive as an array; `a[b]=` must not build objects.
   app.set('query parser', 'simple');
-  app.use(createAccessLog(ctx.logger));
-  app.use(bodyDeadline(ctx.config.bodyTimeoutMs));
-
-  app.get(ROUTES.healthz, healthz);
-  app.get(ROUTES.readyz, createReadyzHandler(ctx));
-  app.get(ROUTES.metrics, createMetricsHandler(ctx));
-  app.get(ROUTES.head, createHeadHandler(ctx));
-  app.get(ROUTES.stream, createSseHandler(ctx));
-  app.get(ROUTES.events, createPollHandler(ctx));
-  app.post(ROUTES.events, ...createPublishHandlers(ctx));
-  if (routers.api) app.use('/api/v1', routers.api);
-  if (routers.exported) app.use(routers.exported);
-  if (routers.webhook) app.use(routers.webhook);
-  if (routers.pages) app.use(routers.pages);
-  app.all(ROUTES.ws, (_req, res) => {
-    res.set('upgrade', 'websocket');
-    throw new HeraldError('HERALD_ERR_UPGRADE_REQUIRED', `${ROUTES.ws} is a WebSocket endpoint: connect with a WebSocket client`);
-  });
-  app.all([ROUTES.events, ROUTES.head, ROUTES.stream], (req) => {
-    throw new HeraldError('HERALD_ERR_METHOD_NOT_ALLOWED', `${req.method} is not allowed on ${req.path}`);
-  });
+  app.use(createAccessLog(logger, quietPaths));
+  app.use(bodyDeadline(bodyTimeoutMs));
+  for (const router of routes) app.use(router);
   app.use(notFound);
-  app.use(createErrorHandler(ctx));
+  app.use(createErrorHandler({ logger }));
   return app;
 }
 
@@ -62,7 +44,8 @@ export function createApp(ctx: HeraldContext, routers: AppRouters = {}): express
  * anonymous POSTs trickling a byte every 10 s were all still open after 150 s).
  */
 export function bodyDeadline(timeoutMs: number) {
-  return (req: Request, res: Response, next: NextFunction) => {
+  // Node's own request and response: POST /v1/events is served outside Express (gateway/server.ts).
+  return (req: IncomingMessage, res: ServerResponse, next: () => void) => {
     const length = req.headers['content-length'];
     const hasBody = req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
     if (!hasBody || req.complete) return next();
@@ -71,7 +54,8 @@ export function bodyDeadline(timeoutMs: number) {
       const socket = req.socket;
       if (res.headersSent) return void socket.destroy();
       const e = new HeraldError('HERALD_ERR_REQUEST_TIMEOUT', `the request body did not arrive within ${timeoutMs} ms: send it at once`);
-      res.status(e.httpStatus).set('connection', 'close').json(e.toWire());
+      res.setHeader('connection', 'close');
+      sendError(res, e);
       // The body never ends: close once the answer is out rather than read it.
       res.once('finish', () => socket.destroy());
     }, timeoutMs);

@@ -1,7 +1,7 @@
 /** Prometheus metrics. One registry per Herald instance (tests run several in one process). */
 import client from 'prom-client';
-import type { Event } from '../events/event.ts';
 
+/** Builds this process's metrics: a fresh prom-client registry with Herald's counters, gauges and histograms. */
 export function createMetrics() {
   const registry = new client.Registry();
   const collectors: (() => void)[] = [];
@@ -87,36 +87,24 @@ export function createMetrics() {
     eventsPruned: new client.Counter({ name: 'herald_events_pruned_total', help: 'Events deleted by retention.', registers: [registry] }),
     /**
      * The WebSocket write path runs once per client per batch, where one prom-client inc()
-     * costs as much as the write it counts: it tallies in plain numbers instead, folded into
-     * herald_deliveries_total{transport="ws"} and herald_ws_bytes_out_total at each scrape.
+     * costs as much as the write it counts: bytes are tallied in a plain number instead,
+     * folded into herald_ws_bytes_out_total at each scrape (deliveries: DeliveryTally,
+     * src/gateway/stream-policy.ts).
      */
-    wsTally: { frames: 0, bytes: 0 },
-    /**
-     * Delivery lag of a WebSocket batch, observed once per batch however many clients it is
-     * written to (the first write): one histogram sample per client would cost more than
-     * the writes.
-     */
-    observeWsLag(events: readonly Event[]) {
-      if (events === lastWsLagBatch) return;
-      lastWsLagBatch = events;
-      wsLag.observe((Date.now() - events[0]!.atMs) / 1000);
-    },
+    wsTally: { bytes: 0 },
     /** Registers a callback run before each scrape (for values computed on demand). */
     onCollect(fn: () => void) {
       collectors.push(fn);
     },
     /** Runs the on-demand collectors; called by the /metrics handler. */
     collect() {
-      if (m.wsTally.frames > 0) wsDeliveries.inc(m.wsTally.frames);
       if (m.wsTally.bytes > 0) m.wsBytesOut.inc(m.wsTally.bytes);
-      m.wsTally.frames = m.wsTally.bytes = 0;
+      m.wsTally.bytes = 0;
       for (const fn of collectors) fn();
     },
   };
-  const wsDeliveries = m.deliveries.labels('ws');
-  const wsLag = m.deliveryLag.labels('ws');
-  let lastWsLagBatch: readonly Event[] | null = null;
   return m;
 }
 
+/** The metrics of one process, as createMetrics() builds them. */
 export type Metrics = ReturnType<typeof createMetrics>;

@@ -3,12 +3,19 @@
  * together with its event on `job:<id>` (and creation/finish on `jobs`) in one transaction,
  * with the JSON built by the same SQL functions the API reads (herald.job_json,
  * herald.job_log_json), so followers and pollers see one shape and one order.
+ *
+ * A worker pool's writes go many at a time: cycle() records the outcomes of finished runs and
+ * claims jobs for the free slots, writeLogs() appends log lines, each in one statement (the
+ * pool gathers what comes meanwhile, src/jobs/group-commit.ts), so one commit and one turn of
+ * the event log's id lock covers them all. The hot statements are prepared (pg named
+ * queries): parsed and planned once per connection.
  */
 import type pg from 'pg';
-import { withTransaction } from '../db/pool.ts';
 import { HeraldError } from '../errors.ts';
 
+/** Every status a job can have, in lifecycle order. */
 export const JOB_STATUSES = ['queued', 'running', 'succeeded', 'failed'] as const;
+/** A job's status. */
 export type JobStatus = (typeof JOB_STATUSES)[number];
 
 /** A job as the API returns it (and status events carry it). */
@@ -25,6 +32,7 @@ export interface JobJson {
   error: string | null;
 }
 
+/** A job's log line as the API returns it (and `log` events carry it). */
 export interface LogJson {
   id: number;
   level: LogLevel;
@@ -33,10 +41,12 @@ export interface LogJson {
   truncated?: true;
 }
 
+/** Log levels and the numbers stored for them (a filter keeps lines at or above one). */
 export const LOG_LEVELS = { debug: 10, info: 20, warn: 30, error: 40 } as const;
+/** A log line's level. */
 export type LogLevel = keyof typeof LOG_LEVELS;
 
-/** A log line is at most 64 KiB; longer ones are cut and marked `truncated`. */
+/** The most bytes of a log line (64 KiB); longer ones are cut and marked `truncated`. */
 export const MAX_LOG_BYTES = 64 * 1024;
 
 /** A claimed job, with what the worker needs beyond the API shape. */
@@ -45,6 +55,7 @@ export interface ClaimedJob extends JobJson {
   submittedBy: string | null;
 }
 
+/** What a submission asks for; the keys decide whether it folds into an existing job. */
 export interface SubmitOptions {
   type: string;
   payload: Record<string, unknown>;
@@ -58,19 +69,149 @@ export interface SubmitOptions {
   coalesceQueued?: boolean;
 }
 
+/** One finished run, as cycle() records it. */
+export type Outcome =
+  | { jobId: number; runId: string; ok: true; result: unknown }
+  /** `retryInMs`: queued again after that long, or failed for good when null. */
+  | { jobId: number; runId: string; ok: false; error: string; retryInMs: number | null };
+
+/** A log line to write. */
+export interface NewLogLine {
+  jobId: number;
+  level: LogLevel;
+  message: string;
+}
+
+/** What one cycle() wrote. */
+export interface CycleResult {
+  /** Per outcome, in order: the job's new state, or null for a run that had lost its lease (nothing written). */
+  finished: (JobJson | null)[];
+  /** The jobs claimed, oldest first, each with the run id that holds its lease. */
+  claimed: { job: ClaimedJob; runId: string }[];
+  /** Every candidate the claim looked at was taken: more may be runnable. */
+  full: boolean;
+  /** When the next retry comes due or lease lapses (nothing announces those), or null. */
+  nextDue: Date | null;
+}
+
 const JOB = 'herald.job_json(j)';
 
-/** Emits the job's status on `job:<id>`, and on `jobs` when it is created or finishes. */
-async function emitStatus(tx: pg.PoolClient, job: JobJson, jobsType?: 'created' | 'finished'): Promise<void> {
-  const data = JSON.stringify(job);
-  if (jobsType) {
-    await tx.query(`select herald.emit_many($1::jsonb)`, [
-      `[{"topic":"job:${job.id}","type":"status","data":${data}},{"topic":"jobs","type":${JSON.stringify(jobsType)},"data":${data}}]`,
-    ]);
-  } else {
-    await tx.query(`select herald.emit($1, 'status', $2::jsonb)`, [`job:${job.id}`, data]);
-  }
-}
+/** Creates a job with its `queued` and `created` events; nothing when a key conflicts. */
+const SUBMIT_SQL = `
+  with ins as (
+    insert into herald.jobs as j (type, payload, lock_key, dedupe_key, idempotency_key, submitted_by, max_attempts)
+    values ($1, $2, $3, $4, $5, $6, $7)
+    on conflict do nothing
+    returning j.id, ${JOB} as job
+  ), input as (
+    insert into herald.job_inputs (job_id, archive) select id, $8::bytea from ins where $8::bytea is not null
+  ), events as (
+    insert into herald.pending (topic, type, data)
+    select e.topic, e.type, ins.job
+    from ins cross join lateral (values (1, 'job:' || ins.id, 'status'), (2, 'jobs', 'created')) e(k, topic, type)
+    order by e.k
+  )
+  select job from ins`;
+
+/**
+ * One statement, so one commit and one turn of the event log's id lock, for what a worker
+ * pool has to write: outcomes ($1–$6, one array element per run) and claims for its free
+ * slots ($7, one run id per slot; $8 the lease).
+ *
+ * Outcomes: succeeded, queued again (a retry) or failed, each only while its run still holds
+ * the lease. The upload of a finished job is dropped (a published archive lives in
+ * herald.versions).
+ *
+ * Claims: up to cardinality($7) runnable jobs, oldest first: queued and due, or running with
+ * a lapsed lease (its worker died); the n-th claimed job's lease holder is $7[n].
+ *
+ * Events, in this order: per outcome, `status` on `job:<id>` and `finished` on `jobs` (not
+ * for a retry); then per claimed job, its `running` status. The comment names the statement
+ * in pg_stat_activity.
+ */
+const CYCLE_SQL = `
+  with /* herald: job cycle */ input as (
+    select * from unnest($1::bigint[], $2::text[], $3::boolean[], $4::jsonb[], $5::text[], $6::bigint[])
+      with ordinality as i(id, run_id, ok, result, error, retry_ms, ord)
+  ), done as (
+    update herald.jobs j
+    set status = case when i.ok then 'succeeded' when i.retry_ms is null then 'failed' else 'queued' end,
+        run_at = case when not i.ok and i.retry_ms is not null then now() + i.retry_ms * interval '1 millisecond' else j.run_at end,
+        finished_at = case when not i.ok and i.retry_ms is not null then null else now() end,
+        result = case when i.ok then i.result else j.result end,
+        error = case when i.ok then null else i.error end,
+        locked_by = null, locked_until = null
+    from input i
+    where j.id = i.id and j.locked_by = i.run_id and j.status = 'running'
+    returning j.id, j.status, j.run_at, ${JOB} as job, i.ord
+  ), inputs as (
+    delete from herald.job_inputs x using done d where x.job_id = d.id and d.status <> 'queued'
+  ), slot as (
+    select s.run_id, s.n from unnest($7::text[]) with ordinality as s(run_id, n)
+  ), candidate as (
+    select j.id, j.lock_key from herald.jobs j
+    where ((j.status = 'queued' and j.run_at <= now()) or (j.status = 'running' and j.locked_until < now()))
+      -- A lock key held by any running job, even one whose lease lapsed, is taken: that job
+      -- is itself claimable (the OR above) and must be reclaimed first. Skipping only live
+      -- holders would pick a queued job with the same key, hit the unique index, and never
+      -- reach the lapsed one.
+      and (j.lock_key is null or not exists (
+        select 1 from herald.jobs r
+        where r.lock_key = j.lock_key and r.status = 'running' and r.id <> j.id))
+      -- Not a job this statement finishes (one whose lease lapsed is still its run's to record).
+      and j.id <> all($1::bigint[])
+    order by j.id
+    limit cardinality($7::text[])
+    for update skip locked
+  ), chosen as (
+    -- One job per lock key: two would collide on jobs_running_lock_idx. The others stay
+    -- queued for a later claim.
+    select c.id, row_number() over (order by c.id) as n
+    from (select id, lock_key, row_number() over (partition by lock_key order by id) as nth from candidate) c
+    where c.lock_key is null or c.nth = 1
+  ), claimed as (
+    update herald.jobs j
+    set status = 'running', attempts = j.attempts + 1, locked_by = s.run_id,
+        locked_until = now() + $8 * interval '1 millisecond', started_at = coalesce(j.started_at, now())
+    from chosen c join slot s on s.n = c.n
+    where j.id = c.id
+    returning j.id, ${JOB} as job, j.max_attempts, j.submitted_by, j.locked_by
+  ), events as (
+    insert into herald.pending (topic, type, data)
+    select e.topic, e.type, e.data from (
+      select 1 as part, d.ord, 1 as k, 'job:' || d.id as topic, 'status' as type, d.job as data from done d
+      union all
+      select 1, d.ord, 2, 'jobs', 'finished', d.job from done d where d.status <> 'queued'
+      union all
+      select 2, c.id, 1, 'job:' || c.id, 'status', c.job from claimed c
+    ) e
+    order by e.part, e.ord, e.k
+  )
+  select
+    (select coalesce(jsonb_agg(jsonb_build_object('ord', d.ord, 'job', d.job)), '[]') from done d) as finished,
+    (select coalesce(jsonb_agg(jsonb_build_object('job', c.job, 'maxAttempts', c.max_attempts, 'submittedBy', c.submitted_by, 'runId', c.locked_by)
+                               order by c.id), '[]') from claimed c) as claimed,
+    (select count(*) from candidate)::int as candidates,
+    -- When the next thing no event announces comes due: a queued job (a retry) or a lease
+    -- lapsing. Read before this statement's own changes, so its claims and outcomes are
+    -- left out and its retries added.
+    least((select min(q.run_at) from herald.jobs q where q.status = 'queued' and q.id not in (select id from chosen)),
+          (select min(r.locked_until) from herald.jobs r where r.status = 'running' and r.id <> all($1::bigint[])),
+          (select min(d.run_at) from done d where d.status = 'queued')) as next_due`;
+
+/** Appends log lines in input order, each with its `log` event in the same order. */
+const LOGS_SQL = `
+  with input as (
+    select * from unnest($1::bigint[], $2::smallint[], $3::text[], $4::boolean[]) with ordinality as i(job_id, level, message, truncated, ord)
+  ), l as (
+    insert into herald.job_logs (job_id, level, message, truncated)
+    select job_id, level, message, truncated from input order by ord
+    returning *
+  ), events as (
+    insert into herald.pending (topic, type, data)
+    select 'job:' || l.job_id, 'log', herald.job_log_json(l) from l order by l.id
+  )
+  select herald.job_log_json(l) as line from l order by l.id`;
 
 function truncate(message: string): { message: string; truncated: boolean } {
   if (Buffer.byteLength(message) <= MAX_LOG_BYTES) return { message, truncated: false };
@@ -82,6 +223,15 @@ function truncate(message: string): { message: string; truncated: boolean } {
   return { message: cut, truncated: true };
 }
 
+/** The error a run gets when its lease went to another run before its outcome was written. */
+export function leaseLost(jobId: number): HeraldError {
+  return new HeraldError('HERALD_ERR_UNAVAILABLE', `job ${jobId} was taken over by another worker (lease lapsed); its effects are rolled back`);
+}
+
+/** A job type's rule: the API filters by it, and herald.jobs checks the same (sql/003_jobs.sql). */
+export const JOB_TYPE_RE = /^[a-z][a-z0-9-]{0,63}$/;
+
+/** Every query on herald.jobs, herald.job_logs and herald.job_inputs. */
 export class JobStore {
   constructor(private readonly pool: pg.Pool) {}
 
@@ -90,45 +240,52 @@ export class JobStore {
    * Idempotency-Key, or an identical request (dedupe key) still queued or running.
    */
   async submit(o: SubmitOptions): Promise<{ job: JobJson; created: boolean }> {
-    for (let attempt = 0; attempt < 5; attempt++) {
-      const out = await withTransaction(this.pool, async (tx) => {
-        if (o.idempotencyKey) {
-          const prior = await tx.query<{ job: JobJson }>(`select ${JOB} as job from herald.jobs j where idempotency_key = $1`, [o.idempotencyKey]);
-          if (prior.rows[0]) return { job: prior.rows[0].job, created: false };
-        }
-        const inserted = await tx.query<{ job: JobJson }>(
-          `insert into herald.jobs as j (type, payload, lock_key, dedupe_key, idempotency_key, submitted_by, max_attempts)
-           values ($1, $2, $3, $4, $5, $6, $7)
-           on conflict do nothing
-           returning ${JOB} as job`,
-          [o.type, JSON.stringify(o.payload), o.lockKey ?? null, o.dedupeKey ?? null, o.idempotencyKey ?? null, o.submittedBy ?? null, o.maxAttempts],
-        );
-        const job = inserted.rows[0]?.job;
-        if (job) {
-          if (o.archive) await tx.query('insert into herald.job_inputs (job_id, archive) values ($1, $2)', [job.id, o.archive]);
-          await emitStatus(tx, job, 'created');
-          return { job, created: true };
-        }
-        const existing = await tx.query<{ job: JobJson }>(
-          `select ${JOB} as job from herald.jobs j
-           where (dedupe_key = $1 and status in ('queued', 'running')) or idempotency_key = $2
-              or ($3 and type = $4 and status = 'queued')
-           order by id limit 1`,
-          [o.dedupeKey ?? null, o.idempotencyKey ?? null, o.coalesceQueued ?? false, o.type],
-        );
-        return existing.rows[0] ? { job: existing.rows[0].job, created: false } : null;
+    if (o.idempotencyKey) {
+      const prior = await this.pool.query<{ job: JobJson }>({
+        name: 'herald_job_by_idempotency_key',
+        text: `select ${JOB} as job from herald.jobs j where idempotency_key = $1`,
+        values: [o.idempotencyKey],
       });
+      if (prior.rows[0]) return { job: prior.rows[0].job, created: false };
+    }
+    for (let attempt = 0; attempt < 5; attempt++) {
+      // One statement (one commit) creates the job with its events, the usual case.
+      const inserted = await this.pool.query<{ job: JobJson }>({
+        name: 'herald_job_submit',
+        text: SUBMIT_SQL,
+        values: [
+          o.type,
+          JSON.stringify(o.payload),
+          o.lockKey ?? null,
+          o.dedupeKey ?? null,
+          o.idempotencyKey ?? null,
+          o.submittedBy ?? null,
+          o.maxAttempts,
+          o.archive ?? null,
+        ],
+      });
+      if (inserted.rows[0]) return { job: inserted.rows[0].job, created: true };
+      const existing = await this.pool.query<{ job: JobJson }>({
+        name: 'herald_job_submit_existing',
+        text: `select ${JOB} as job from herald.jobs j
+               where (dedupe_key = $1 and status in ('queued', 'running')) or idempotency_key = $2
+                  or ($3 and type = $4 and status = 'queued')
+               order by id limit 1`,
+        values: [o.dedupeKey ?? null, o.idempotencyKey ?? null, o.coalesceQueued ?? false, o.type],
+      });
+      if (existing.rows[0]) return { job: existing.rows[0].job, created: false };
       // The conflicting job finished between our insert and our look-up: try again.
-      if (out) return out;
     }
     throw new HeraldError('HERALD_ERR_UNAVAILABLE', 'could not submit the job under contention; retry');
   }
 
+  /** The job, or null if there is none. */
   async get(id: number): Promise<JobJson | null> {
     const { rows } = await this.pool.query<{ job: JobJson }>(`select ${JOB} as job from herald.jobs j where id = $1`, [id]);
     return rows[0]?.job ?? null;
   }
 
+  /** Jobs after `since` in id order, filtered by type and status; `next` is the cursor for the next page. */
   async list(q: { type?: string; status?: JobStatus; since: number; limit: number }): Promise<{ jobs: JobJson[]; next: number }> {
     const { rows } = await this.pool.query<{ job: JobJson }>(
       `select ${JOB} as job from herald.jobs j
@@ -154,120 +311,107 @@ export class JobStore {
 
   /** Appends a log line and its event, in one statement (visible at once, whatever the job's fate). */
   async log(jobId: number, level: LogLevel, text: string): Promise<LogJson> {
-    const { message, truncated } = truncate(text);
-    const { rows } = await this.pool.query<{ line: LogJson }>(
-      `with l as (
-         insert into herald.job_logs (job_id, level, message, truncated) values ($1, $2, $3, $4) returning *
-       ), e as (
-         select herald.emit('job:' || l.job_id, 'log', herald.job_log_json(l)) from l
-       )
-       select herald.job_log_json(l) as line from l, e`,
-      [jobId, LOG_LEVELS[level], message, truncated],
-    );
-    return rows[0]!.line;
+    return (await this.writeLogs([{ jobId, level, message: text }]))[0]!;
   }
 
+  /**
+   * Appends log lines (each cut to MAX_LOG_BYTES) and their events in one statement, in the
+   * order given; returns them in that order.
+   */
+  async writeLogs(lines: readonly NewLogLine[]): Promise<LogJson[]> {
+    const cut = lines.map((l) => truncate(l.message));
+    const { rows } = await this.pool.query<{ line: LogJson }>({
+      name: 'herald_job_logs',
+      text: LOGS_SQL,
+      values: [lines.map((l) => l.jobId), lines.map((l) => LOG_LEVELS[l.level]), cut.map((c) => c.message), cut.map((c) => c.truncated)],
+    });
+    return rows.map((r) => r.line);
+  }
+
+  /** The job's uploaded input (a publish archive), or null. */
   async input(jobId: number): Promise<Buffer | null> {
     const { rows } = await this.pool.query<{ archive: Buffer }>('select archive from herald.job_inputs where job_id = $1', [jobId]);
     return rows[0]?.archive ?? null;
   }
 
   /**
-   * Claims the oldest runnable job: queued and due, or running with a lapsed lease (its
-   * worker died). Skips jobs whose lock key a live running job holds; the unique index on
-   * running lock keys settles races between claimers. Returns null when nothing is runnable.
+   * Claims the oldest runnable job for `workerId` (see cycle()), or returns null when
+   * nothing is runnable.
    */
   async claim(workerId: string, leaseMs: number): Promise<ClaimedJob | null> {
-    try {
-      return await withTransaction(this.pool, async (tx) => {
-        const { rows } = await tx.query<{ job: JobJson; max_attempts: number; submitted_by: string | null }>(
-          `with candidate as (
-             select j.id from herald.jobs j
-             where ((j.status = 'queued' and j.run_at <= now()) or (j.status = 'running' and j.locked_until < now()))
-               -- A lock key held by any running job, even one whose lease lapsed, is taken:
-               -- that job is itself claimable (the OR above) and must be reclaimed first.
-               -- Skipping only live holders would pick a queued job with the same key, hit
-               -- the unique index, and never reach the lapsed one.
-               and (j.lock_key is null or not exists (
-                 select 1 from herald.jobs r
-                 where r.lock_key = j.lock_key and r.status = 'running' and r.id <> j.id))
-             order by j.id
-             limit 1
-             for update skip locked
-           )
-           update herald.jobs j
-           set status = 'running', attempts = j.attempts + 1, locked_by = $1,
-               locked_until = now() + $2 * interval '1 millisecond', started_at = coalesce(j.started_at, now())
-           from candidate where j.id = candidate.id
-           returning ${JOB} as job, j.max_attempts, j.submitted_by`,
-          [workerId, leaseMs],
-        );
-        const row = rows[0];
-        if (!row) return null;
-        await emitStatus(tx, row.job);
-        return { ...row.job, maxAttempts: row.max_attempts, submittedBy: row.submitted_by };
-      });
-    } catch (err) {
-      // Another claimer took a job with the same lock key first.
-      if ((err as { code?: string }).code === '23505') return null;
-      throw err;
+    return (await this.cycle([], [workerId], leaseMs)).claimed[0]?.job ?? null;
+  }
+
+  /**
+   * Records `outcomes` and claims up to `runIds.length` jobs, in one statement (in `client`'s
+   * transaction when given; see CYCLE_SQL). A claim skips jobs whose lock key a running job
+   * holds and takes one job per key; the unique index on running lock keys settles races
+   * between claimers (the loser's statement is refused whole and tried again: it then sees
+   * the key taken).
+   */
+  async cycle(outcomes: readonly Outcome[], runIds: readonly string[], leaseMs: number, client: pg.Pool | pg.PoolClient = this.pool): Promise<CycleResult> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const { rows } = await client.query<{
+          finished: { ord: number; job: JobJson }[];
+          claimed: { job: JobJson; maxAttempts: number; submittedBy: string | null; runId: string }[];
+          candidates: number;
+          next_due: Date | null;
+        }>({
+          name: 'herald_job_cycle',
+          text: CYCLE_SQL,
+          values: [
+            outcomes.map((o) => o.jobId),
+            outcomes.map((o) => o.runId),
+            outcomes.map((o) => o.ok),
+            outcomes.map((o) => (o.ok ? JSON.stringify(o.result ?? null) : null)),
+            outcomes.map((o) => (o.ok ? null : o.error.slice(0, 4096))),
+            outcomes.map((o) => (o.ok ? null : o.retryInMs)),
+            runIds,
+            leaseMs,
+          ],
+        });
+        const r = rows[0]!;
+        const finished: (JobJson | null)[] = outcomes.map(() => null);
+        for (const f of r.finished) finished[f.ord - 1] = f.job;
+        return {
+          finished,
+          claimed: r.claimed.map((c) => ({ job: { ...c.job, maxAttempts: c.maxAttempts, submittedBy: c.submittedBy }, runId: c.runId })),
+          full: r.claimed.length > 0 && r.candidates === runIds.length,
+          nextDue: r.next_due,
+        };
+      } catch (err) {
+        // Another claimer took a job with the same lock key first. Inside a caller's
+        // transaction the statement cannot simply run again: give up the claims.
+        if ((err as { code?: string }).code === '23505' && client === this.pool && attempt < 3) continue;
+        throw err;
+      }
     }
   }
 
   /** Extends the lease; false if this worker no longer holds the job. */
   async renew(jobId: number, workerId: string, leaseMs: number): Promise<boolean> {
-    const { rowCount } = await this.pool.query(
-      `update herald.jobs set locked_until = now() + $3 * interval '1 millisecond' where id = $1 and locked_by = $2 and status = 'running'`,
-      [jobId, workerId, leaseMs],
-    );
+    const { rowCount } = await this.pool.query({
+      name: 'herald_job_renew',
+      text: `update herald.jobs set locked_until = now() + $3 * interval '1 millisecond' where id = $1 and locked_by = $2 and status = 'running'`,
+      values: [jobId, workerId, leaseMs],
+    });
     return rowCount === 1;
   }
 
   /** Marks the job succeeded inside the caller's effects transaction; throws if the lease was lost. */
   async complete(tx: pg.PoolClient, jobId: number, workerId: string, result: unknown): Promise<JobJson> {
-    const { rows } = await tx.query<{ job: JobJson }>(
-      `update herald.jobs j set status = 'succeeded', finished_at = now(), result = $3, error = null, locked_by = null, locked_until = null
-       where id = $1 and locked_by = $2 and status = 'running'
-       returning ${JOB} as job`,
-      [jobId, workerId, JSON.stringify(result ?? null)],
-    );
-    const job = rows[0]?.job;
-    if (!job) throw new HeraldError('HERALD_ERR_UNAVAILABLE', `job ${jobId} was taken over by another worker (lease lapsed); its effects are rolled back`);
-    // The upload has served its purpose (a published archive lives in herald.versions).
-    await tx.query('delete from herald.job_inputs where job_id = $1', [jobId]);
-    await emitStatus(tx, job, 'finished');
+    const job = (await this.cycle([{ jobId, runId: workerId, ok: true, result }], [], 0, tx)).finished[0];
+    if (!job) throw leaseLost(jobId);
     return job;
   }
 
   /** Records a failed run: queued again after `retryInMs`, or failed for good when null. */
   async fail(jobId: number, workerId: string, error: string, retryInMs: number | null): Promise<JobJson | null> {
-    return withTransaction(this.pool, async (tx) => {
-      const { rows } = await tx.query<{ job: JobJson }>(
-        `update herald.jobs j
-         set status = case when $4::bigint is null then 'failed' else 'queued' end,
-             run_at = case when $4::bigint is null then j.run_at else now() + $4 * interval '1 millisecond' end,
-             finished_at = case when $4::bigint is null then now() else null end,
-             error = $3, locked_by = null, locked_until = null
-         where id = $1 and locked_by = $2 and status = 'running'
-         returning ${JOB} as job`,
-        [jobId, workerId, error.slice(0, 4096), retryInMs],
-      );
-      const job = rows[0]?.job ?? null;
-      if (job?.status === 'failed') await tx.query('delete from herald.job_inputs where job_id = $1', [jobId]);
-      if (job) await emitStatus(tx, job, job.status === 'failed' ? 'finished' : undefined);
-      return job;
-    });
+    return (await this.cycle([{ jobId, runId: workerId, ok: false, error, retryInMs }], [], 0)).finished[0]!;
   }
 
-  /** When the next queued job comes due (for the worker pool's timer), or null. */
-  async nextDue(): Promise<Date | null> {
-    const { rows } = await this.pool.query<{ at: Date | null }>(
-      `select least((select min(run_at) from herald.jobs where status = 'queued'),
-                    (select min(locked_until) from herald.jobs where status = 'running')) as at`,
-    );
-    return rows[0]?.at ?? null;
-  }
-
+  /** How many jobs have each status. */
   async counts(): Promise<Record<JobStatus, number>> {
     const { rows } = await this.pool.query<{ status: JobStatus; n: number }>(`select status, count(*)::int as n from herald.jobs group by status`);
     const out = { queued: 0, running: 0, succeeded: 0, failed: 0 };

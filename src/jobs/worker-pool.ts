@@ -4,81 +4,153 @@
  * what no event announces (a retry coming due, a lapsed lease). Each running job holds a
  * lease it renews; its effects commit in one transaction with its success, so a job that
  * fails or times out leaves the store as it was.
+ *
+ * Writes go in batches (docs/jobs.md "Batches"): one claim takes as many jobs as there are
+ * free slots, and the log lines and outcomes (a success without effects, a failure) of all
+ * runs gather while the previous write is in flight and commit together (GroupCommit). A slot
+ * is free again as soon as its handler returns, so the next claim overlaps the outcome's
+ * write. A run's log lines are written before its outcome, so a job's events stay in order.
  */
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
+import { backoffMs } from '../backoff.ts';
 import type { Config } from '../config.ts';
-import { type HeraldContext, subscribe } from '../context.ts';
 import { withTransaction } from '../db/pool.ts';
 import { coerceError, HeraldError } from '../errors.ts';
-import type { Subscription } from '../events/subscription.ts';
+import type { Since, Subscription } from '../events/subscription.ts';
 import { TopicFilter } from '../events/topic.ts';
-import type { ClaimedJob, JobStore, LogLevel } from './store.ts';
+import type { Logger } from '../logger.ts';
+import { GroupCommit } from './group-commit.ts';
+import {
+  type ClaimedJob,
+  type CycleResult,
+  type JobJson,
+  type JobStore,
+  type LogJson,
+  type LogLevel,
+  leaseLost,
+  type NewLogLine,
+  type Outcome,
+} from './store.ts';
+
+/** The settings a WorkerPool reads (the whole Config satisfies it). */
+export type WorkerPoolSettings = Pick<
+  Config,
+  'workers' | 'jobLeaseMs' | 'jobPollMs' | 'jobTimeoutMs' | 'jobTimeoutsMs' | 'jobRetryBackoffMs' | 'shutdownGraceMs' | 'jobBatchMax'
+>;
+
+/** What a WorkerPool uses, and nothing more. */
+export interface WorkerPoolDeps {
+  readonly store: JobStore;
+  /** The pool a job's effects commit through, in one transaction with its success. */
+  readonly pool: pg.Pool;
+  readonly logger: Logger;
+  /** Opens the `jobs` wake-up stream, counted under `transport` in the subscriber gauge. */
+  subscribe(transport: string, opts: { filter: TopicFilter; since: Since }): Promise<Subscription>;
+  readonly settings: WorkerPoolSettings;
+}
 
 /** What a handler gets besides its job. */
 export interface JobContext {
-  /** Appends a log line (visible live on `job:<id>`). */
+  /** Appends a log line (visible live on `job:<id>` once the promise resolves). */
   log(level: LogLevel, message: string): Promise<void>;
   /** The uploaded input (publish archive), if any. */
   input(): Promise<Buffer | null>;
-  /** Applies the effects and marks the job succeeded, in one transaction. */
+  /**
+   * Applies the effects and marks the job succeeded, in one transaction of its own. A handler
+   * with no effects returns without calling it: its success is then written in a batch.
+   */
   commit<T>(effects: (tx: pg.PoolClient) => Promise<T>): Promise<T>;
   /** Aborted on timeout or shutdown. */
   signal: AbortSignal;
 }
 
+/** Runs one job type; registered with the pool by type name. */
 export interface JobHandler {
   run(job: ClaimedJob, jc: JobContext): Promise<void>;
 }
 
+/** idle → running (start) → stopping (stop: no more claims) → stopped (runs ended). */
 export type WorkerPoolState = 'idle' | 'running' | 'stopping' | 'stopped';
 
+const WORKER_POOL_MOVES: Readonly<Record<WorkerPoolState, readonly WorkerPoolState[]>> = {
+  idle: ['running'],
+  running: ['stopping'],
+  stopping: ['stopped'],
+  stopped: [],
+};
+
+/** The transport name the pool's wake-up stream is counted under (`herald_subscribers`). */
+const TRANSPORT = 'worker';
+
+/** Runs up to `size` jobs at a time in this process (see the file header). */
 export class WorkerPool {
+  /** This pool's id; each run's lease holder is `<id>/<random>`. */
   readonly id = `w-${randomBytes(4).toString('hex')}`;
   private _state: WorkerPoolState = 'idle';
-  /** Running jobs by run id. */
+  /** Every run by run id, until its outcome is written. */
   private readonly active = new Map<string, Promise<void>>();
+  /** Runs whose handler has not returned yet: the slots in use. */
+  private executing = 0;
   private sub: Subscription | null = null;
   private timer: NodeJS.Timeout | null = null;
-  private claiming: Promise<void> | null = null;
-  private claimAgain = false;
   private readonly aborter = new AbortController();
+  /** Log lines of every run, a statement per flush. */
+  private readonly logs: GroupCommit<NewLogLine, LogJson>;
+  /** Outcomes of every run, each flush also claiming jobs for the free slots (cycle()). */
+  private readonly writes: GroupCommit<Outcome, JobJson | null>;
 
   constructor(
-    private readonly ctx: HeraldContext,
-    private readonly store: JobStore,
+    private readonly deps: WorkerPoolDeps,
     private readonly handlers: Record<string, JobHandler>,
-    private readonly size: number = ctx.config.workers,
-  ) {}
+    private readonly size: number = deps.settings.workers,
+  ) {
+    const { store, settings } = deps;
+    this.logs = new GroupCommit((lines) => store.writeLogs(lines), settings.jobBatchMax);
+    this.writes = new GroupCommit((outcomes) => this.cycle(outcomes), settings.jobBatchMax);
+  }
 
+  /** Where the pool is in its lifecycle (reported by GET /api/v1/status). */
   get state(): WorkerPoolState {
     return this._state;
   }
 
+  /** Jobs running now (their handler has not returned). */
   get running(): number {
-    return this.active.size;
+    return this.executing;
   }
 
+  /** Starts following `jobs` and claims what is runnable; a pool of size 0 stays idle. */
   async start(): Promise<void> {
-    if (this._state !== 'idle' || this.size === 0) return;
-    this._state = 'running';
-    this.sub = await subscribe(this.ctx, 'worker', { trusted: true }, { filter: TopicFilter.parse(['jobs']), since: 'now' });
+    if (this.size === 0 || !this.transition('running')) return;
+    this.sub = await this.openWakeStream();
     void this.follow(this.sub);
     this.wake();
   }
 
   /** Stops claiming and waits for running jobs (their leases let others retry any that hang). */
-  async stop(graceMs = this.ctx.config.shutdownGraceMs): Promise<void> {
-    if (this._state !== 'running') return;
-    this._state = 'stopping';
+  async stop(graceMs = this.deps.settings.shutdownGraceMs): Promise<void> {
+    if (!this.transition('stopping')) return;
     this.sub?.close();
     if (this.timer) clearTimeout(this.timer);
     const late = setTimeout(() => this.aborter.abort(), graceMs);
-    // A claim in flight may still add a job: wait for it before collecting the runs.
-    await this.claiming;
+    // A claim in flight may still add a run: wait for it before collecting the runs, whose
+    // promises end once their outcomes are written.
+    await this.writes.idle();
     await Promise.allSettled([...this.active.values()]);
     clearTimeout(late);
-    this._state = 'stopped';
+    this.transition('stopped');
+  }
+
+  /** The one place the state changes: refuses moves WORKER_POOL_MOVES does not list. */
+  private transition(to: WorkerPoolState): boolean {
+    if (!WORKER_POOL_MOVES[this._state].includes(to)) return false;
+    this._state = to;
+    return true;
+  }
+
+  private openWakeStream(): Promise<Subscription> {
+    return this.deps.subscribe(TRANSPORT, { filter: TopicFilter.parse(['jobs']), since: 'now' });
   }
 
   private async follow(sub: Subscription): Promise<void> {
@@ -90,12 +162,12 @@ export class WorkerPool {
         if (events.length > 0) this.wake();
       } catch (err) {
         // The stream failed (database away): the timer covers the gap; reopen shortly.
-        this.ctx.logger.warn({ err: coerceError(err).message }, 'worker wake-up stream failed; reopening');
+        this.deps.logger.warn({ err: coerceError(err).message }, 'worker wake-up stream failed; reopening');
         current.close();
-        await new Promise((r) => setTimeout(r, this.ctx.config.jobPollMs));
+        await new Promise((r) => setTimeout(r, this.deps.settings.jobPollMs));
         if (this._state !== 'running') return;
         try {
-          current = this.sub = await subscribe(this.ctx, 'worker', { trusted: true }, { filter: TopicFilter.parse(['jobs']), since: 'now' });
+          current = this.sub = await this.openWakeStream();
           this.wake();
         } catch {
           // Still away: try again on the next round.
@@ -104,84 +176,94 @@ export class WorkerPool {
     }
   }
 
-  /** Claims jobs until the pool is full or nothing is runnable; folds concurrent calls. */
+  /**
+   * Claims jobs for the free slots, in the next write (with whatever outcomes are waiting);
+   * wake-ups that come while a write is in flight fold into one.
+   */
   wake(): void {
-    if (this._state !== 'running') return;
-    if (this.claiming) {
-      this.claimAgain = true;
-      return;
-    }
-    this.claiming = this.claimLoop().finally(() => {
-      this.claiming = null;
-      if (this.claimAgain) {
-        this.claimAgain = false;
-        this.wake();
-      }
-    });
+    if (this._state === 'running') this.writes.poke();
   }
 
-  private async claimLoop(): Promise<void> {
-    let drained = false;
+  /** One statement: `outcomes`, and claims for the free slots (JobStore.cycle). */
+  private async cycle(outcomes: readonly Outcome[]): Promise<(JobJson | null)[]> {
+    const { store, settings, logger } = this.deps;
+    const free = this._state === 'running' ? Math.max(0, Math.min(this.size - this.executing, settings.jobBatchMax)) : 0;
+    if (outcomes.length === 0 && free === 0) return [];
+    // The lease holder is the run, not just this process: if a lease lapses and this same
+    // process reclaims the job, the first run's renew/complete must fail.
+    const runIds = Array.from({ length: free }, () => `${this.id}/${randomBytes(3).toString('hex')}`);
+    let result: CycleResult;
     try {
-      while (this._state === 'running' && this.active.size < this.size) {
-        // The lease holder is this run, not just this process: if a lease lapses and this
-        // same process reclaims the job, the first run's renew/complete must fail.
-        const runId = `${this.id}/${randomBytes(3).toString('hex')}`;
-        const job = await this.store.claim(runId, this.ctx.config.jobLeaseMs);
-        if (!job) {
-          drained = true;
-          break;
-        }
-        const run = this.execute(job, runId).finally(() => {
-          this.active.delete(runId);
-          this.wake();
-        });
-        this.active.set(runId, run);
-      }
+      result = await store.cycle(outcomes, runIds, settings.jobLeaseMs);
     } catch (err) {
-      this.ctx.logger.warn({ err: coerceError(err).message }, 'claiming jobs failed; retrying on the timer');
-      drained = true;
+      if (free > 0) {
+        logger.warn({ err: coerceError(err).message }, 'claiming jobs failed; retrying on the timer');
+        this.schedule(null);
+      }
+      throw err;
     }
-    // With every worker busy, a finishing job wakes the pool; the timer (and its query) is
-    // only needed when nothing was claimable.
-    if (drained || !this.timer) await this.schedule();
+    for (const { job, runId } of result.claimed) this.launch(job, runId);
+    // More may be runnable: claim again. Otherwise (or with every slot busy and no timer
+    // yet) set the timer for what no event will announce.
+    if (result.full) this.wake();
+    else if (free > 0 || !this.timer) this.schedule(result.nextDue);
+    return result.finished;
   }
 
-  /** Sets the timer for the next thing no event will announce. */
-  private async schedule(): Promise<void> {
+  /** Runs a claimed job; its slot frees when the handler returns, its entry when the outcome is written. */
+  private launch(job: ClaimedJob, runId: string): void {
+    this.executing++;
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      this.executing--;
+      this.wake();
+    };
+    const run = this.execute(job, runId, release).finally(() => {
+      release();
+      this.active.delete(runId);
+    });
+    this.active.set(runId, run);
+  }
+
+  /** Sets the timer for the next thing no event will announce, due at `due` (at most HERALD_JOB_POLL_MS away). */
+  private schedule(due: Date | null): void {
     if (this._state !== 'running') return;
     if (this.timer) clearTimeout(this.timer);
-    let delay = this.ctx.config.jobPollMs;
-    try {
-      const due = await this.store.nextDue();
-      if (due) delay = Math.min(delay, Math.max(10, due.getTime() - Date.now() + 5));
-    } catch {
-      // Database unavailable: the default interval applies.
-    }
+    let delay = this.deps.settings.jobPollMs;
+    if (due) delay = Math.min(delay, Math.max(10, due.getTime() - Date.now() + 5));
     this.timer = setTimeout(() => this.wake(), delay);
   }
 
-  private timeoutFor(type: string, config: Config): number {
-    return config.jobTimeoutsMs[type] ?? config.jobTimeoutMs;
-  }
-
-  private async execute(job: ClaimedJob, runId: string): Promise<void> {
-    const { config, logger } = this.ctx;
+  private async execute(job: ClaimedJob, runId: string, release: () => void): Promise<void> {
+    const { settings, logger, store } = this.deps;
     const handler = this.handlers[job.type];
     const aborter = new AbortController();
     const onShutdown = () => aborter.abort(new HeraldError('HERALD_ERR_SHUTTING_DOWN', 'worker shutting down'));
     this.aborter.signal.addEventListener('abort', onShutdown);
-    const timeoutMs = this.timeoutFor(job.type, config);
+    // The handler is done: its slot frees, and shutdown no longer concerns it (only a run's
+    // handler listens, so the listeners stay as few as the slots).
+    const handlerDone = () => {
+      this.aborter.signal.removeEventListener('abort', onShutdown);
+      release();
+    };
+    const timeoutMs = settings.jobTimeoutsMs[job.type] ?? settings.jobTimeoutMs;
     const timeout = setTimeout(() => aborter.abort(new HeraldError('HERALD_ERR_UNAVAILABLE', `timed out after ${timeoutMs} ms`)), timeoutMs);
     // Renew at a third of the lease so two missed renewals still leave it valid.
     const heartbeat = setInterval(() => {
-      this.store.renew(job.id, runId, config.jobLeaseMs).then(
+      store.renew(job.id, runId, settings.jobLeaseMs).then(
         (held) => held || aborter.abort(new HeraldError('HERALD_ERR_UNAVAILABLE', 'lease lost to another worker')),
         () => undefined,
       );
-    }, config.jobLeaseMs / 3);
+    }, settings.jobLeaseMs / 3);
+    // Lines are written in the order they were given (one GroupCommit, first in first out),
+    // so once the last one is written every earlier one is: the outcome waits for it.
+    let lastLine: Promise<unknown> = Promise.resolve();
     const log = async (level: LogLevel, message: string) => {
-      await this.store.log(job.id, level, message);
+      const line = this.logs.push({ jobId: job.id, level, message });
+      lastLine = line.catch(() => undefined);
+      await line;
     };
     try {
       if (job.attempts > job.maxAttempts) {
@@ -191,14 +273,15 @@ export class WorkerPool {
       let committed = false;
       const jc: JobContext = {
         log,
-        input: () => this.store.input(job.id),
+        input: () => store.input(job.id),
         signal: aborter.signal,
         commit: async (effects) => {
           if (aborter.signal.aborted) throw aborter.signal.reason;
-          const out = await withTransaction(this.ctx.pool, async (tx) => {
+          await lastLine;
+          const out = await withTransaction(this.deps.pool, async (tx) => {
             const result = await effects(tx);
             if (aborter.signal.aborted) throw aborter.signal.reason;
-            await this.store.complete(tx, job.id, runId, result);
+            await store.complete(tx, job.id, runId, result);
             return result;
           });
           committed = true;
@@ -209,8 +292,16 @@ export class WorkerPool {
         handler.run(job, jc),
         new Promise<never>((_, reject) => aborter.signal.addEventListener('abort', () => reject(aborter.signal.reason), { once: true })),
       ]);
-      if (!committed) await jc.commit(async () => null);
+      handlerDone();
+      if (!committed) {
+        if (aborter.signal.aborted) throw aborter.signal.reason;
+        await lastLine;
+        // No effects: the success joins whatever other outcomes are being written.
+        const done = await this.writes.push({ jobId: job.id, runId, ok: true, result: null });
+        if (!done) throw leaseLost(job.id);
+      }
     } catch (err) {
+      handlerDone();
       const e = coerceError(err);
       // Shutdown: leave the job running; its lease lapses and another worker retries it.
       if (e.code === 'HERALD_ERR_SHUTTING_DOWN') {
@@ -222,16 +313,20 @@ export class WorkerPool {
       const message = err instanceof HeraldError ? e.message : 'internal error (details in the server log)';
       await log('error', retry ? `attempt ${job.attempts} failed: ${message}; retrying` : `failed: ${message}`).catch(() => undefined);
       if (e.code === 'HERALD_ERR_INTERNAL') logger.error({ err, job: job.id }, 'job failed');
-      {
-        const backoff = config.jobRetryBackoffMs * 2 ** (job.attempts - 1);
-        await this.store
-          .fail(job.id, runId, message, retry ? backoff : null)
-          .catch((failErr: unknown) => logger.warn({ err: coerceError(failErr).message, job: job.id }, 'could not record job failure; its lease will lapse'));
-      }
+      // The one backoff curve (src/backoff.ts) from HERALD_JOB_RETRY_BACKOFF_MS, uncapped:
+      // attempts are few (HERALD_JOB_MAX_ATTEMPTS). The jitter spreads out the retries of
+      // jobs that failed together (a database restart fails every running job at once).
+      const retryInMs = retry ? backoffMs(job.attempts - 1, Number.POSITIVE_INFINITY, settings.jobRetryBackoffMs) : null;
+      await this.writes
+        .push({ jobId: job.id, runId, ok: false, error: message, retryInMs })
+        .catch((failErr: unknown) => logger.warn({ err: coerceError(failErr).message, job: job.id }, 'could not record job failure; its lease will lapse'));
+      // A retry announces itself on `job:<id>` only, not on `jobs`: look for it here (due at
+      // once with HERALD_JOB_RETRY_BACKOFF_MS=0; the timer covers a later one).
+      this.wake();
     } finally {
       clearTimeout(timeout);
       clearInterval(heartbeat);
-      this.aborter.signal.removeEventListener('abort', onShutdown);
+      handlerDone();
     }
   }
 }

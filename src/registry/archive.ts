@@ -10,14 +10,16 @@ import { createGunzip, gzip } from 'node:zlib';
 import semver from 'semver';
 import { Header, Pax, Parser, type ReadEntry } from 'tar';
 import { HeraldError } from '../errors.ts';
-import { JSON_MAX_DEPTH, scanJson } from '../gateway/json-input.ts';
+import { JSON_MAX_DEPTH, scanJson } from '../http/json-input.ts';
+import { PACKAGE_NAME_RE } from './names.ts';
 
-export const PACKAGE_NAME_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
+/** The largest manifest.json read (and the largest pax header accepted), in bytes. */
 export const MANIFEST_MAX_BYTES = 64 * 1024;
 const DESCRIPTION_MAX = 1000;
 const LICENSE_MAX = 100;
 const RANGE_MAX = 256;
 
+/** What an upload may cost to inspect. */
 export interface ArchiveLimits {
   /** Size of the upload itself (the gzip bytes). */
   maxCompressedBytes: number;
@@ -27,12 +29,14 @@ export interface ArchiveLimits {
   maxFiles: number;
 }
 
+/** The limits when none are given (the config's defaults are the same). */
 export const DEFAULT_ARCHIVE_LIMITS: Readonly<ArchiveLimits> = Object.freeze({
   maxCompressedBytes: 10 * 1024 * 1024,
   maxUncompressedBytes: 50 * 1024 * 1024,
   maxFiles: 2000,
 });
 
+/** A package's manifest.json, as checked. */
 export interface Manifest {
   name: string;
   version: string;
@@ -42,6 +46,7 @@ export interface Manifest {
   dependencies: Record<string, string>;
 }
 
+/** What inspectArchive() learned about an upload. */
 export interface ArchiveInfo {
   manifest: Manifest;
   /** Hex sha256 of the compressed bytes, as uploaded. */
@@ -148,17 +153,119 @@ interface TarScan {
   uncompressedBytes: number;
 }
 
+const BLOCK = 512;
+/** node-tar's names for the headers that describe the next entry rather than being one. */
+const META_TYPES = new Set(['ExtendedHeader', 'OldExtendedHeader', 'GlobalExtendedHeader', 'NextFileHasLongPath', 'NextFileHasLongLinkpath', 'OldGnuLongPath']);
+const ZEROS = Buffer.alloc(64 * 1024);
+
+/** True when every byte of `buf` is zero (compared against a zero buffer, not byte by byte). */
+function isZero(buf: Buffer): boolean {
+  for (let i = 0; i < buf.length; i += ZEROS.length) {
+    const end = Math.min(buf.length, i + ZEROS.length);
+    if (buf.compare(ZEROS, 0, end - i, i, end) !== 0) return false;
+  }
+  return true;
+}
+
+/**
+ * The tar's block structure, walked ahead of node-tar: header, body blocks, header, …, up to
+ * the first zero block where a header belongs, the end-of-archive marker. Only the bytes
+ * before the marker are forwarded to the parser; everything from the marker on must be zero.
+ *
+ * node-tar alone stops reading at its end marker and silently drops whatever follows, in the
+ * same chunk too, yet `tar --ignore-zeros` and other readers go on and extract entries hidden
+ * there (`../../x`, links) that were never checked. A lone zero block followed by more entries
+ * ends the archive here as well (GNU tar stops at it), so it is refused the same way.
+ *
+ * The walk reads header sizes only; the parser also applies pax `size` records. Where the two
+ * readings could part, the parser would skip as body what the walk (and a reader ignoring
+ * pax) takes for headers, so they must agree on every entry's size (`matchEntry`), and the
+ * parser, which never sees the marker, must find no zero block and no end of its own.
+ */
+class TarBlocks {
+  /** Body bytes still to pass through before the next header. */
+  private bodyLeft = 0;
+  /** The start of a header block that has not fully arrived. */
+  private partial = Buffer.alloc(0);
+  /** Bytes walked so far (for messages). */
+  private offset = 0;
+  /** True once the end-of-archive marker has begun. */
+  private ended = false;
+  /** Each entry's size by its header, in order (pax and GNU long-name headers left out, as the parser does). */
+  private readonly sizes: number[] = [];
+  /** How many of `sizes` the parser has matched. */
+  private matched = 0;
+
+  /** Walks one chunk of the tar stream; returns the bytes to give the parser. */
+  push(chunk: Buffer): Buffer {
+    if (this.ended) {
+      if (!isZero(chunk)) throw badRequest('archive is not a valid tar: data after the end-of-archive marker');
+      return Buffer.alloc(0);
+    }
+    const buf = this.partial.length > 0 ? Buffer.concat([this.partial, chunk]) : chunk;
+    const at = this.offset - this.partial.length;
+    this.partial = Buffer.alloc(0);
+    const out: Buffer[] = [];
+    let i = 0;
+    while (i < buf.length) {
+      if (this.bodyLeft > 0) {
+        const n = Math.min(this.bodyLeft, buf.length - i);
+        out.push(buf.subarray(i, i + n));
+        this.bodyLeft -= n;
+        i += n;
+      } else if (buf.length - i < BLOCK) {
+        // Copied, so that a few bytes do not keep the whole chunk alive.
+        this.partial = Buffer.from(buf.subarray(i));
+        break;
+      } else {
+        const block = buf.subarray(i, i + BLOCK);
+        if (isZero(block)) {
+          this.ended = true;
+          if (!isZero(buf.subarray(i))) throw badRequest('archive is not a valid tar: data after the end-of-archive marker');
+          break;
+        }
+        // node-tar's own header decoding, so sizes are read exactly as the parser reads them
+        // (octal or base-256; a directory's size counts as 0). A pax `size` record, which
+        // the parser applies on top, must agree (matchEntry).
+        const header = new Header(block);
+        if (!header.cksumValid) throw badRequest(`archive is not a valid tar: the header at byte ${at + i} fails its checksum`);
+        const size = header.size ?? 0;
+        if (!Number.isSafeInteger(size)) throw badRequest(`archive is not a valid tar: the header at byte ${at + i} has no readable size`);
+        this.bodyLeft = BLOCK * Math.ceil(size / BLOCK);
+        if (!META_TYPES.has(header.type ?? '')) this.sizes.push(size);
+        out.push(block);
+        i += BLOCK;
+      }
+    }
+    this.offset += chunk.length;
+    return out.length === 1 ? out[0]! : Buffer.concat(out);
+  }
+
+  /** Throws unless the parser's next entry has the size the walk read in its header. */
+  matchEntry(path: string, size: number): void {
+    const walked = this.sizes[this.matched++];
+    if (walked !== size)
+      throw badRequest(`archive is not a valid tar: entry ${quote(path)} is ${size} bytes by its pax header but ${walked ?? 'absent'} by its tar header`);
+  }
+
+  /** Throws unless the stream ended cleanly, on the marker, and the parser found every entry the walk did. */
+  finish(): void {
+    // Without the end-of-archive marker the tar may have been cut at an entry boundary.
+    if (!this.ended || this.partial.length > 0) throw badRequest('archive is not a valid tar: it is truncated (no end-of-archive marker)');
+    if (this.matched !== this.sizes.length) throw badRequest('archive is not a valid tar: its blocks read two ways (the parser skipped an entry)');
+  }
+}
+
 function scanTar(bytes: Buffer, maxUncompressedBytes: number, maxFiles: number): Promise<TarScan> {
   return new Promise<TarScan>((resolve, reject) => {
     let done = false;
     let uncompressed = 0;
     let entries = 0;
     let files = 0;
-    let sawNullBlock = false;
-    let sawEof = false;
     let head: Buffer | undefined = Buffer.alloc(0);
     let manifest: Buffer | undefined;
     const filePaths = new Set<string>();
+    const blocks = new TarBlocks();
 
     const gunzip = createGunzip();
     // strict turns every tar warning (bad checksum, truncation, junk) into an 'error'; brotli
@@ -184,6 +291,7 @@ function scanTar(bytes: Buffer, maxUncompressedBytes: number, maxFiles: number):
       };
 
     const onEntry = guard((entry: ReadEntry) => {
+      blocks.matchEntry(entry.path, entry.size);
       entries++;
       if (entries > maxFiles) throw tooLarge(`archive has more than ${maxFiles} files and directories`);
       const path = normalizeEntryPath(entry.path);
@@ -234,20 +342,29 @@ function scanTar(bytes: Buffer, maxUncompressedBytes: number, maxFiles: number):
         if (/(?:^|\n)\d+ (?:path|linkpath)=[^\n]*\0[^\0\n]/.test(meta)) throw badRequest('archive has a pax path with a NUL character in it');
       }),
     );
-    parser.on('nullBlock', () => (sawNullBlock = true));
-    parser.on('eof', () => (sawEof = true));
+    // The parser is given the blocks before the end-of-archive marker only: a zero block or
+    // an end it finds is one the block walk did not, a reading that parted from it.
+    const parted = guard(() => {
+      throw badRequest('archive is not a valid tar: its blocks read two ways (a zero block inside an entry)');
+    });
+    parser.on('nullBlock', parted);
+    parser.on('eof', parted);
     parser.on('error', (err: Error) => fail(badRequest(`archive is not a valid tar: ${err.message}`, err)));
     parser.on(
       'end',
       guard(() => {
-        // Without the end-of-archive marker the tar may have been cut at an entry boundary.
-        if (!sawEof && !sawNullBlock) throw badRequest('archive is not a valid tar: it is truncated (no end-of-archive marker)');
+        blocks.finish();
         if (manifest === undefined) throw badRequest('archive has no manifest.json at its root');
         done = true;
         resolve({ manifest, files, uncompressedBytes: uncompressed });
       }),
     );
 
+    // Past the end-of-archive marker nothing is forwarded: the parser would buffer it all.
+    const feed = (bytes: Buffer) => {
+      const forward = blocks.push(bytes);
+      if (forward.length > 0) parser.write(forward);
+    };
     gunzip.on(
       'data',
       guard((chunk: Buffer) => {
@@ -255,12 +372,6 @@ function scanTar(bytes: Buffer, maxUncompressedBytes: number, maxFiles: number):
         // Counted as inflated, not from headers, and checked per chunk: a bomb is stopped
         // here after at most one chunk beyond the limit.
         if (uncompressed > maxUncompressedBytes) throw tooLarge(`archive unpacks to more than ${maxUncompressedBytes} bytes`);
-        if (sawEof) {
-          // Past the end-of-archive marker: only zero padding may follow. Not fed to the
-          // parser, which would buffer it all.
-          if (chunk.some((b) => b !== 0)) throw badRequest('archive is not a valid tar: data after the end-of-archive marker');
-          return;
-        }
         if (head !== undefined) {
           // node-tar inflates a gzip stream it finds inside; a tar never starts with 1f 8b,
           // and a nested stream would bypass the count above.
@@ -270,13 +381,13 @@ function scanTar(bytes: Buffer, maxUncompressedBytes: number, maxFiles: number):
           chunk = head;
           head = undefined;
         }
-        parser.write(chunk);
+        feed(chunk);
       }),
     );
     gunzip.on(
       'end',
       guard(() => {
-        if (head !== undefined && head.length > 0) parser.write(head);
+        if (head !== undefined && head.length > 0) feed(head);
         head = undefined;
         parser.end();
       }),

@@ -13,12 +13,15 @@ export interface IndexEntry {
   raw: Record<string, unknown>;
 }
 
+/** A bad line: where it is and what is wrong with it. */
 export interface LineProblem {
   file: string;
   line: number;
   message: string;
 }
 
+// crates.io's name rule, not the registry's (registry/names.ts): upstream names may have
+// capitals (`Inflector`).
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
 const CKSUM_RE = /^[0-9a-f]{64}$/;
 

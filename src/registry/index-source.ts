@@ -4,18 +4,21 @@
  * source fetches the names it is given plus every name already mirrored, with conditional
  * requests (ETag / Last-Modified, 304 = unchanged) and a concurrency limit.
  */
-import { readdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import type pg from 'pg';
 import { HeraldError } from '../errors.ts';
+import { walkFiles } from '../walk-files.ts';
 import { indexPath } from './index-format.ts';
+import type { IndexStore, Validators } from './index-store.ts';
 
+/** One index file as a source yields it. */
 export interface IndexFile {
   path: string;
   /** The file's text, or null when the source says it has not changed since last time. */
   text: string | null;
 }
 
+/** Where a sync reads the upstream index from. */
 export interface IndexSource {
   readonly id: string;
   files(): AsyncIterable<IndexFile>;
@@ -25,6 +28,7 @@ export interface IndexSource {
 
 const INDEX_FILE_RE = /^(1\/[a-z0-9_-]|2\/[a-z0-9_-]{2}|3\/[a-z0-9_-]\/[a-z0-9_-]{3}|[a-z0-9_-]{2}\/[a-z0-9_-]{2}\/[a-z0-9_-]{4,})$/;
 
+/** A local checkout of the index (`file:///path`): every index file in it, read whole. */
 export class DirectorySource implements IndexSource {
   readonly id: string;
   constructor(private readonly root: string) {
@@ -32,32 +36,29 @@ export class DirectorySource implements IndexSource {
   }
 
   async *files(): AsyncIterable<IndexFile> {
-    const walk = async function* (dir: string, rel: string): AsyncIterable<string> {
-      for (const e of await readdir(dir, { withFileTypes: true })) {
-        if (e.name.startsWith('.')) continue; // .git and friends
-        const r = rel ? `${rel}/${e.name}` : e.name;
-        if (e.isDirectory()) yield* walk(path.join(dir, e.name), r);
-        else if (e.isFile() && INDEX_FILE_RE.test(r)) yield r;
-      }
-    };
-    for await (const p of walk(this.root, '')) yield { path: p, text: await readFile(path.join(this.root, p), 'utf8') };
+    // Dot entries are skipped: .git and friends. Anything else not shaped like an index
+    // path (config.json, README) is not an index file.
+    for await (const p of walkFiles(this.root, { skip: (name) => name.startsWith('.') })) {
+      if (INDEX_FILE_RE.test(p)) yield { path: p, text: await readFile(path.join(this.root, p), 'utf8') };
+    }
   }
 }
 
+/** A sparse HTTP index: the given names plus every name already mirrored, fetched conditionally. */
 export class SparseHttpSource implements IndexSource {
   readonly id: string;
-  private readonly validators: [path: string, etag: string | null, lastModified: string | null][] = [];
+  private readonly fetched: Validators[] = [];
   constructor(
     base: string,
     private readonly names: readonly string[],
-    private readonly pool: pg.Pool,
+    private readonly index: IndexStore,
     private readonly concurrency: number,
   ) {
     this.id = base.replace(/\/+$/, '');
   }
 
   async *files(): AsyncIterable<IndexFile> {
-    const mirrored = (await this.pool.query<{ lname: string }>('select distinct lname from herald.index_versions')).rows.map((r) => r.lname);
+    const mirrored = await this.index.mirroredNames();
     const paths = [...new Set([...this.names, ...mirrored].map((n) => indexPath(n)))].sort();
     const results: IndexFile[] = [];
     let next = 0;
@@ -73,13 +74,10 @@ export class SparseHttpSource implements IndexSource {
   }
 
   private async fetchOne(p: string): Promise<IndexFile | null> {
-    const { rows } = await this.pool.query<{ etag: string | null; last_modified: string | null }>(
-      'select etag, last_modified from herald.index_files where path = $1',
-      [p],
-    );
+    const known = await this.index.validators(p);
     const headers: Record<string, string> = {};
-    if (rows[0]?.etag) headers['if-none-match'] = rows[0].etag;
-    if (rows[0]?.last_modified) headers['if-modified-since'] = rows[0].last_modified;
+    if (known?.etag) headers['if-none-match'] = known.etag;
+    if (known?.lastModified) headers['if-modified-since'] = known.lastModified;
     const res = await fetch(`${this.id}/${p}`, { headers, signal: AbortSignal.timeout(30_000) });
     if (res.status === 304) {
       await res.body?.cancel();
@@ -93,25 +91,19 @@ export class SparseHttpSource implements IndexSource {
     const text = await res.text();
     // Remembered only after the sync has applied this file (commit()): a sync that fails
     // half-way must not turn into 304s that skip these files next time.
-    this.validators.push([p, res.headers.get('etag'), res.headers.get('last-modified')]);
+    this.fetched.push({ path: p, etag: res.headers.get('etag'), lastModified: res.headers.get('last-modified') });
     return { path: p, text };
   }
 
   async commit(): Promise<void> {
-    const rows = this.validators.splice(0);
-    if (rows.length === 0) return;
-    await this.pool.query(
-      `insert into herald.index_files (path, etag, last_modified)
-       select * from unnest($1::text[], $2::text[], $3::text[])
-       on conflict (path) do update set etag = excluded.etag, last_modified = excluded.last_modified, fetched_at = now()`,
-      [rows.map((r) => r[0]), rows.map((r) => r[1]), rows.map((r) => r[2])],
-    );
+    await this.index.saveValidators(this.fetched.splice(0));
   }
 }
 
-export function openIndexSource(url: string, names: readonly string[], pool: pg.Pool, concurrency: number): IndexSource {
+/** The source for HERALD_INDEX_SOURCE_URL: a `file://` checkout or an `http(s)://` sparse index. */
+export function openIndexSource(url: string, names: readonly string[], index: IndexStore, concurrency: number): IndexSource {
   const u = new URL(url);
   if (u.protocol === 'file:') return new DirectorySource(decodeURIComponent(u.pathname));
-  if (u.protocol === 'http:' || u.protocol === 'https:') return new SparseHttpSource(url.replace(/^sparse\+/, ''), names, pool, concurrency);
+  if (u.protocol === 'http:' || u.protocol === 'https:') return new SparseHttpSource(url.replace(/^sparse\+/, ''), names, index, concurrency);
   throw new HeraldError('HERALD_ERR_CONFIG', `index source ${url}: use file:///path/to/checkout or https://host/index/`);
 }

@@ -9,7 +9,9 @@ import type pg from 'pg';
 import type { LogLevel } from '../jobs/store.ts';
 import { type IndexEntry, type LineProblem, parseIndexFile } from './index-format.ts';
 import type { IndexSource } from './index-source.ts';
+import { type IndexRow, IndexStore } from './index-store.ts';
 
+/** What a sync read and changed (the job's result, and the `index` `synced` event's data). */
 export interface SyncResult {
   files: number;
   unchangedFiles: number;
@@ -22,11 +24,11 @@ export interface SyncResult {
 
 const BATCH = 1000;
 
-type Row = { lname: string; name: string; vers: string; cksum: string; yanked: boolean; entry: Record<string, unknown> };
-
+/** Brings the mirror in line with `source` (see the file header); `log` reports progress. */
 export async function syncIndex(pool: pg.Pool, source: IndexSource, log: (level: LogLevel, message: string) => Promise<void>): Promise<SyncResult> {
+  const index = new IndexStore(pool);
   const result: SyncResult = { files: 0, unchangedFiles: 0, versions: 0, added: 0, yanked: 0, unyanked: 0, problems: 0 };
-  const upstream = new Map<string, Row>();
+  const upstream = new Map<string, IndexRow>();
   const problems: LineProblem[] = [];
   for await (const file of source.files()) {
     result.files++;
@@ -52,12 +54,9 @@ export async function syncIndex(pool: pg.Pool, source: IndexSource, log: (level:
   if (problems.length > 200) await log('warn', `${problems.length - 200} more bad lines not listed`);
   await log('info', `read ${result.files} files (${result.unchangedFiles} unchanged), ${upstream.size} versions; comparing with the mirror`);
 
-  const mirror = new Map<string, boolean>();
-  for (const r of (await pool.query<{ lname: string; vers: string; yanked: boolean }>('select lname, vers, yanked from herald.index_versions')).rows) {
-    mirror.set(`${r.lname}\0${r.vers}`, r.yanked);
-  }
-  const adds: Row[] = [];
-  const flips: Row[] = [];
+  const mirror = await index.mirror();
+  const adds: IndexRow[] = [];
+  const flips: IndexRow[] = [];
   for (const [key, row] of upstream) {
     const known = mirror.get(key);
     if (known === undefined) adds.push(row);
@@ -66,50 +65,23 @@ export async function syncIndex(pool: pg.Pool, source: IndexSource, log: (level:
   await log('info', `${adds.length} new versions, ${flips.length} yank changes`);
 
   for (let i = 0; i < adds.length; i += BATCH) {
-    const { rows } = await pool.query<{ n: number }>(
-      `with input as (select * from jsonb_to_recordset($1::jsonb) as x(lname text, name text, vers text, cksum text, yanked boolean, entry jsonb)),
-       ins as (
-         insert into herald.index_versions (lname, name, vers, cksum, yanked, entry)
-         select lname, name, vers, cksum, yanked, entry from input
-         on conflict do nothing
-         returning lname, name, vers, cksum, yanked
-       ),
-       ev as (
-         select herald.emit('package:' || lname, 'index-version', jsonb_build_object('name', name, 'vers', vers, 'cksum', cksum, 'yanked', yanked)) from ins
-       )
-       select (select count(*)::int from ev) as n`,
-      [JSON.stringify(adds.slice(i, i + BATCH))],
-    );
-    result.added += rows[0]!.n;
+    result.added += await index.addVersions(adds.slice(i, i + BATCH));
     await log('debug', `recorded ${Math.min(i + BATCH, adds.length)}/${adds.length} new versions`);
   }
   for (let i = 0; i < flips.length; i += BATCH) {
-    const { rows } = await pool.query<{ yanked: number; unyanked: number }>(
-      `with input as (select * from jsonb_to_recordset($1::jsonb) as x(lname text, vers text, yanked boolean, entry jsonb)),
-       upd as (
-         update herald.index_versions v set yanked = i.yanked, entry = i.entry, synced_at = now()
-         from input i where v.lname = i.lname and v.vers = i.vers and v.yanked is distinct from i.yanked
-         returning v.lname, v.name, v.vers, v.yanked
-       ),
-       ev as (
-         select yanked, herald.emit('package:' || lname, case when yanked then 'index-yank' else 'index-unyank' end,
-                                    jsonb_build_object('name', name, 'vers', vers, 'yanked', yanked)) from upd
-       )
-       select count(*) filter (where yanked)::int as yanked, count(*) filter (where not yanked)::int as unyanked from ev`,
-      [JSON.stringify(flips.slice(i, i + BATCH))],
-    );
-    result.yanked += rows[0]!.yanked;
-    result.unyanked += rows[0]!.unyanked;
+    const changed = await index.applyYanks(flips.slice(i, i + BATCH));
+    result.yanked += changed.yanked;
+    result.unyanked += changed.unyanked;
   }
   await source.commit?.();
   // A summary on `index`, only when something changed: a no-op sync emits nothing.
   if (result.added + result.yanked + result.unyanked > 0) {
-    await pool.query(`select herald.emit('index', 'synced', $1::jsonb)`, [JSON.stringify(result)]);
+    await index.emitSynced(result);
   }
   await log('info', `sync done: ${result.added} added, ${result.yanked} yanked, ${result.unyanked} un-yanked, ${result.problems} bad lines skipped`);
   return result;
 }
 
-function toRow(e: IndexEntry): Row {
+function toRow(e: IndexEntry): IndexRow {
   return { lname: e.name.toLowerCase(), name: e.name, vers: e.vers, cksum: e.cksum, yanked: e.yanked, entry: e.raw };
 }

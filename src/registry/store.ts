@@ -1,13 +1,14 @@
 /**
- * The registry store: packages, owners, versions and advisories. Reads for the API, and the
- * effects jobs apply, each inside the job's one transaction together with the
- * `package:<name>` event it causes, so the store and the log never disagree.
+ * The registry store: packages, owners, versions and advisories. Reads for the API and the
+ * exporter, and the effects jobs apply, each inside the job's one transaction together with
+ * the `package:<name>` event it causes, so the store and the log never disagree.
  */
 import type pg from 'pg';
 import { HeraldError } from '../errors.ts';
 import type { ArchiveInfo } from './archive.ts';
 import type { User } from './tokens.ts';
 
+/** A pool for reads, or the job's transaction for effects. */
 type Db = pg.Pool | pg.PoolClient;
 
 /** What `GET /api/v1/packages/<name>` returns (and `package:<name>` events carry). */
@@ -21,17 +22,59 @@ export interface PackageJson {
   advisories: { id: string; summary: string; affected: string; publishedAt: string; updatedAt: string }[];
 }
 
+/** The package as `GET /api/v1/packages/<name>` returns it, or null. */
 export async function getPackage(db: Db, name: string): Promise<PackageJson | null> {
   const { rows } = await db.query<{ p: PackageJson | null }>('select herald.package_json($1) as p', [name]);
   return rows[0]?.p ?? null;
 }
 
+/** One version's archive and its hash, or null. */
 export async function getArchive(db: Db, name: string, version: string): Promise<{ archive: Buffer; sha256: string } | null> {
-  const { rows } = await db.query<{ archive: Buffer; sha256: string }>('select archive, sha256 from herald.versions where package = $1 and version = $2', [
-    name,
-    version,
-  ]);
+  const { rows } = await db.query<{ archive: Buffer; sha256: string }>(
+    `select archive, sha256
+     from herald.versions
+     where package = $1 and version = $2`,
+    [name, version],
+  );
   return rows[0] ?? null;
+}
+
+/** Every archive of a package by version, in one read (the exporter renders them all). */
+export async function getArchives(db: Db, name: string): Promise<Map<string, Buffer>> {
+  const { rows } = await db.query<{ version: string; archive: Buffer }>(
+    `select version, archive
+     from herald.versions
+     where package = $1`,
+    [name],
+  );
+  return new Map(rows.map((r) => [r.version, r.archive]));
+}
+
+/** Every package's name, in name order (deleted and moderated ones included). */
+export async function packageNames(db: Db): Promise<string[]> {
+  const { rows } = await db.query<{ name: string }>(
+    `select name
+     from herald.packages
+     order by name`,
+  );
+  return rows.map((r) => r.name);
+}
+
+/**
+ * Of `names`, those whose exported objects may be collected: packages deleted, or moderated,
+ * before `before` (the grace period has passed), and names with no package at all.
+ */
+export async function collectablePackages(db: Db, names: readonly string[], before: Date): Promise<string[]> {
+  const { rows } = await db.query<{ name: string }>(
+    `select n.name
+     from unnest($1::text[]) as n(name)
+     left join herald.packages p on p.name = n.name
+     where p.name is null
+        or p.deleted_at < $2
+        or (p.moderated and p.moderated_at < $2)`,
+    [names, before],
+  );
+  return rows.map((r) => r.name);
 }
 
 /** Owner or trustee? (No package yet: anyone may publish it first.) */
@@ -47,6 +90,7 @@ export async function canManage(db: Db, name: string, user: User): Promise<'new'
   return user.trustee ? 'trustee' : false;
 }
 
+/** When a version was published, or null if it does not exist. */
 export async function versionPublishedAt(db: Db, name: string, version: string): Promise<Date | null> {
   const { rows } = await db.query<{ published_at: Date }>('select published_at from herald.versions where package = $1 and version = $2', [name, version]);
   return rows[0]?.published_at ?? null;
@@ -69,6 +113,7 @@ async function lockPackage(tx: pg.PoolClient, name: string) {
   return rows[0] ?? null;
 }
 
+/** Records a new version (and a first publisher as owner), emitting `published`; refuses reused or moderated ones. */
 export async function publishVersion(
   tx: pg.PoolClient,
   user: User,
@@ -99,6 +144,7 @@ export async function publishVersion(
   return { name, version, sha256: info.sha256, size: info.size };
 }
 
+/** Deletes a version and tombstones its number, emitting `unpublished`; a package left empty is deleted. */
 export async function unpublishVersion(tx: pg.PoolClient, name: string, version: string): Promise<{ name: string; version: string }> {
   await lockPackage(tx, name);
   const { rowCount } = await tx.query('delete from herald.versions where package = $1 and version = $2', [name, version]);
@@ -110,6 +156,7 @@ export async function unpublishVersion(tx: pg.PoolClient, name: string, version:
   return { name, version };
 }
 
+/** Makes `newOwner` the package's only owner, emitting `transferred`. */
 export async function transferPackage(tx: pg.PoolClient, name: string, newOwner: string): Promise<{ name: string; owners: string[] }> {
   if (!(await lockPackage(tx, name))) throw new HeraldError('HERALD_ERR_NOT_FOUND', `package ${name} does not exist`);
   const user = await tx.query('select 1 from herald.users where name = $1', [newOwner]);
@@ -120,6 +167,7 @@ export async function transferPackage(tx: pg.PoolClient, name: string, newOwner:
   return { name, owners: pkg.owners };
 }
 
+/** Marks a version retracted or not, emitting `retracted` or `unretracted`. */
 export async function retractVersion(
   tx: pg.PoolClient,
   name: string,
@@ -133,6 +181,7 @@ export async function retractVersion(
   return { name, version, retracted };
 }
 
+/** Moderates a package or lifts it, emitting `moderated` or `unmoderated`. */
 export async function moderatePackage(tx: pg.PoolClient, name: string, moderated: boolean): Promise<{ name: string; moderated: boolean }> {
   if (!(await lockPackage(tx, name))) throw new HeraldError('HERALD_ERR_NOT_FOUND', `package ${name} does not exist`);
   await tx.query('update herald.packages set moderated = $2, moderated_at = case when $2 then now() end where name = $1', [name, moderated]);
@@ -140,12 +189,14 @@ export async function moderatePackage(tx: pg.PoolClient, name: string, moderated
   return { name, moderated };
 }
 
+/** An advisory as submitted. */
 export interface AdvisoryInput {
   id: string;
   summary: string;
   affected: string;
 }
 
+/** Creates or updates an advisory on the package, emitting `advisory`. */
 export async function upsertAdvisory(tx: pg.PoolClient, name: string, a: AdvisoryInput): Promise<{ name: string; id: string }> {
   if (!(await lockPackage(tx, name))) throw new HeraldError('HERALD_ERR_NOT_FOUND', `package ${name} does not exist`);
   const other = await tx.query('select 1 from herald.advisories where id = $1 and package <> $2', [a.id, name]);

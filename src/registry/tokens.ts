@@ -2,20 +2,21 @@
  * Users and their bearer tokens. A token is 32 random bytes (base64url, prefixed `hrld_` so
  * secret scanners can spot leaks), shown once at creation, and stored only as its SHA-256
  * plus a short display prefix (sql/008_token_prefix.sql) that names it in `herald token
- * list` and `revoke`. Lookup is by hash; the stored hash is then compared with
- * timingSafeEqual. Every request looks its token up, so a revoked token fails at once.
+ * list` and `revoke`. Lookup is by hash; the stored hash is then compared in constant time
+ * (matchesAny). Every request looks its token up, so a revoked token fails at once.
  */
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import { HeraldError } from '../errors.ts';
-import { bearerToken, hashToken } from '../http/auth.ts';
+import { bearerToken, hashToken, matchesAny } from '../http/auth.ts';
+import { USER_NAME_RE } from './names.ts';
 
+/** A user as jobs and permission checks see it. */
 export interface User {
   name: string;
   trustee: boolean;
 }
 
-const USER_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
 const TOKEN_PREFIX = 'hrld_';
 /** Characters of a token kept in clear: `hrld_` and 8 of the 43 random ones (48 of 256 bits). */
 const DISPLAY_PREFIX_CHARS = TOKEN_PREFIX.length + 8;
@@ -45,13 +46,15 @@ export interface RevokeResult {
 const INFO_COLUMNS = `t.id::int as id, t.user_name as "user", u.trustee, t.prefix,
   t.created_at as "createdAt", t.last_used_at as "lastUsedAt", t.revoked_at as "revokedAt"`;
 
+/** Throws bad_request unless `name` is a user name (USER_NAME_RE). */
 export function assertUserName(name: unknown): string {
-  if (typeof name !== 'string' || !USER_RE.test(name)) {
-    throw new HeraldError('HERALD_ERR_BAD_REQUEST', `user name ${JSON.stringify(name)?.slice(0, 80)} must match ${USER_RE.source}`);
+  if (typeof name !== 'string' || !USER_NAME_RE.test(name)) {
+    throw new HeraldError('HERALD_ERR_BAD_REQUEST', `user name ${JSON.stringify(name)?.slice(0, 80)} must match ${USER_NAME_RE.source}`);
   }
   return name;
 }
 
+/** Every query on herald.users and herald.tokens. */
 export class TokenStore {
   constructor(private readonly pool: pg.Pool) {}
 
@@ -139,10 +142,11 @@ export class TokenStore {
       [hash],
     );
     const row = rows[0];
-    if (!row || !timingSafeEqual(row.hash, hash)) throw new HeraldError('HERALD_ERR_UNAUTHORIZED', 'the bearer token is not valid');
+    if (!row || !matchesAny([row.hash], hash)) throw new HeraldError('HERALD_ERR_UNAUTHORIZED', 'the bearer token is not valid');
     return { name: row.name, trustee: row.trustee };
   }
 
+  /** Whether a user of that name exists. */
   async userExists(name: string): Promise<boolean> {
     const { rowCount } = await this.pool.query('select 1 from herald.users where name = $1', [name]);
     return rowCount === 1;

@@ -4,22 +4,29 @@
  * restarted, two Herald instances on one database. (Herald killed with SIGTERM and started
  * again is in test/cli.test.ts, where Herald runs as a real child process.)
  */
-import pg from 'pg';
+import { once } from 'node:events';
 import WebSocket from 'ws';
 import { createPool } from '../../src/db/pool.ts';
 import { afterAll, describe, expect, it } from 'vitest';
 import { connect, type HeraldClientError, type HeraldConnection, type HeraldEvent, type WebSocketConstructor } from 'herald-client';
+import type { Listener } from '../../src/events/listener.ts';
 import { TopicFilter } from '../../src/events/topic.ts';
 import { createLogger } from '../../src/logger.ts';
 import { createTestDatabase } from '../support/db.ts';
 import { startPrivateCluster } from '../support/cluster.ts';
 import { startTestHerald, until } from '../support/herald.ts';
+import { committedIds, produce } from '../support/producers.ts';
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterAll(async () => {
   for (const c of cleanups.reverse()) await c().catch(() => undefined);
 });
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Resolves once `holds()` is true of the Listener, re-checked at each of its state changes. */
+async function listenerReaches(listener: Listener, holds: () => boolean): Promise<void> {
+  while (!holds()) await once(listener, 'listener:state');
+}
 
 /** A `ws` subclass that records its instances, so a test can cut them like a network would. */
 function trackingWebSocket(): { Ctor: WebSocketConstructor; sockets: Set<WebSocket> } {
@@ -47,49 +54,8 @@ function follow(url: string, topics: string[], start: number, Ctor: WebSocketCon
   return f;
 }
 
-/** Producers in overlapping transactions that commit out of order, some rolling back. */
-async function produce(url: string, producers: number, rounds: number, topics: string[]): Promise<void> {
-  const pool = createPool(url, producers, createLogger('silent'));
-  try {
-    await Promise.all(
-      Array.from({ length: producers }, async (_, p) => {
-        for (let r = 0; r < rounds; r++) {
-          for (;;) {
-            const c = await pool.connect().catch(() => null);
-            if (!c) {
-              await pause(50);
-              continue;
-            }
-            try {
-              await c.query('begin');
-              await c.query(`select herald.emit($1, 'x', $2)`, [topics[(p + r) % topics.length], JSON.stringify({ p, r })]);
-              await pause(Math.random() * 6);
-              if ((p + r) % 7 === 3) await c.query('rollback');
-              else await c.query('commit');
-              c.release();
-              break;
-            } catch {
-              // Postgres went away mid-transaction: nothing committed; try the round again.
-              c.release(true);
-              await pause(50);
-            }
-          }
-        }
-      }),
-    );
-  } finally {
-    await pool.end();
-  }
-}
-
 /** What a follower must end with: every committed matching event after its start, in order. */
-async function expected(url: string, f: Follower): Promise<number[]> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  const { rows } = await c.query<{ id: string; topic: string }>('select id, topic from herald.events where id > $1 order by id', [f.start]);
-  await c.end();
-  return rows.filter((r) => f.filter.matches(r.topic)).map((r) => Number(r.id));
-}
+const expected = (url: string, f: Pick<Follower, 'filter' | 'start'>) => committedIds(url, f.filter, f.start);
 
 async function settle(url: string, followers: Follower[]): Promise<void> {
   for (const f of followers) {
@@ -117,8 +83,10 @@ describe('client library', () => {
 
     let chaos = true;
     let cuts = 0;
+    let rounds = 0;
     const chaosMonkey = (async () => {
-      while (chaos) {
+      // At least six rounds (60 cuts), however fast the producers finish.
+      for (; chaos || rounds < 6; rounds++) {
         const list = [...sockets];
         for (let k = 0; k < 10 && list.length; k++) {
           list.splice(Math.floor(Math.random() * list.length), 1)[0]!.terminate();
@@ -156,12 +124,14 @@ describe('client library', () => {
       }
     })();
     const producing = produce(cluster.url, 4, 30, TOPICS);
-    await pause(300);
+    // Kill it until the Listener has come back twice, then take Postgres itself away until
+    // the Listener notices.
+    await listenerReaches(herald.ctx.listener, () => herald.ctx.listener.reconnects >= 2);
     killing = false;
     await kills;
     await killer.end();
     await cluster.stop();
-    await pause(300);
+    await listenerReaches(herald.ctx.listener, () => herald.ctx.listener.state !== 'listening');
     await cluster.start();
     await producing;
     await produce(cluster.url, 2, 10, TOPICS);
@@ -177,32 +147,33 @@ describe('client library', () => {
     cleanups.push(a.close, b.close);
     const results = Array.from({ length: 12 }, (_, i) => ({ topics: FILTERS[i % FILTERS.length]!, ids: [] as number[], position: 0, hops: 0 }));
     let running = true;
+    const producing = produce(db.url, 6, 30, TOPICS).then(() => {
+      running = false;
+    });
     const hoppers = results.map(async (r, i) => {
       while (running || r.hops < 2) {
         const server = (r.hops + i) % 2 === 0 ? a : b;
-        const done = new Promise<void>((resolve) => {
-          const conn = connect({
-            url: server.url,
-            topics: r.topics,
-            since: r.position,
-            backoff: { initialMs: 10, maxMs: 50 },
-            onEvent: (e) => r.ids.push(e.id),
-          });
-          setTimeout(
-            () => {
-              r.position = conn.position ?? r.position;
-              conn.close();
-              resolve();
-            },
-            50 + Math.random() * 100,
-          );
+        let arrived!: () => void;
+        const anEvent = new Promise<void>((resolve) => (arrived = resolve));
+        const conn = connect({
+          url: server.url,
+          topics: r.topics,
+          since: r.position,
+          backoff: { initialMs: 10, maxMs: 50 },
+          onEvent: (e) => {
+            r.ids.push(e.id);
+            arrived();
+          },
         });
-        await done;
+        // Hop once subscribed here and an event has come through (or the producers are done).
+        await conn.ready;
+        await Promise.race([anEvent, producing]);
+        r.position = conn.position ?? r.position;
+        conn.close();
         r.hops++;
       }
     });
-    await produce(db.url, 6, 30, TOPICS);
-    running = false;
+    await producing;
     await Promise.all(hoppers);
     // A final pass from each position on the other instance picks up anything left.
     for (const [i, r] of results.entries()) {

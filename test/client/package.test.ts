@@ -56,6 +56,9 @@ describe('herald-client, packed and installed', () => {
     expect(files).toContain('package/dist/index.js');
     expect(files).toContain('package/dist/index.d.ts');
     expect(files).toContain('package/dist/connection.d.ts');
+    // The wire module, as the `herald-client/protocol` subpath.
+    expect(files).toContain('package/dist/protocol.js');
+    expect(files).toContain('package/dist/protocol.d.ts');
     expect(files).toContain('package/README.md');
     expect(files.filter((f) => !/^package\/(dist|src)\//.test(f))).toEqual(['package/README.md', 'package/package.json']);
     const pkg = JSON.parse(await readFile(path.join(app, 'node_modules/herald-client/package.json'), 'utf8')) as Record<string, unknown>;
@@ -63,8 +66,10 @@ describe('herald-client, packed and installed', () => {
     // The install pulled in the client and ws only (plus the app's own @types/node).
     const installed = (await readdir(path.join(app, 'node_modules'))).filter((n) => !n.startsWith('.')).sort();
     expect(installed).toEqual(['@types', 'herald-client', 'undici-types', 'ws']);
-    const dts = await readFile(path.join(app, 'node_modules/herald-client/dist/index.d.ts'), 'utf8');
-    expect(dts).not.toMatch(/from '\.[^']*\.ts'/);
+    for (const file of ['index.d.ts', 'connection.d.ts', 'protocol.d.ts']) {
+      const dts = await readFile(path.join(app, 'node_modules/herald-client/dist', file), 'utf8');
+      expect(dts, file).not.toMatch(/from '\.[^']*\.ts'/);
+    }
   });
 
   it('typechecks in a strict nodenext app without skipLibCheck, and runs against a live server with plain node', async () => {
@@ -122,6 +127,24 @@ const conn = connect<{ n: number }>({
       [ids[0], 'pack:a', 1],
       [ids[2], 'pack:b', 3],
     ]);
+  });
+
+  it('exports the wire module as herald-client/protocol, and nothing else of its files', async () => {
+    await writeFile(
+      path.join(app, 'src/wire.ts'),
+      `import { isRetryable, ROUTES, WIRE_ERRORS, type WireErrorCode } from 'herald-client/protocol';
+const code: WireErrorCode = 'slow_consumer';
+console.log(JSON.stringify([ROUTES.ws, WIRE_ERRORS[code].closeCode, isRetryable('cursor_expired')]));
+`,
+    );
+    await run(process.execPath, [TSC, '-p', app]);
+    const { stdout } = await run(process.execPath, [path.join(app, 'dist/wire.js')]);
+    expect(JSON.parse(stdout)).toEqual(['/v1/ws', 4008, false]);
+    const internal = await run(process.execPath, ['--input-type=module', '-e', "await import('herald-client/dist/protocol.js')"], { cwd: app }).then(
+      () => null,
+      (e: { stderr: string }) => e,
+    );
+    expect(internal?.stderr).toMatch(/ERR_PACKAGE_PATH_NOT_EXPORTED/);
   });
 
   it('a typing mistake against the installed .d.ts fails the typecheck (the check is real)', async () => {

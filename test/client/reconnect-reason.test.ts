@@ -1,11 +1,13 @@
 /**
  * connect()'s onReconnect: each scheduled reconnect says why (the server's code when it gave
  * one, else how the socket ended) and how long it waits, so a CLI or a UI can tell people.
+ * And when it does not reconnect: the server's `retryable` decides, and a close code's or a
+ * refused upgrade's meaning comes from the wire module's table.
  */
 import { once } from 'node:events';
 import { afterAll, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
-import { connect, type ReconnectInfo, type WebSocketConstructor } from 'herald-client';
+import { connect, type HeraldClientError, type ReconnectInfo, type WebSocketConstructor } from 'herald-client';
 import { createTestDatabase } from '../support/db.ts';
 import { startTestHerald, until } from '../support/herald.ts';
 
@@ -13,6 +15,17 @@ const cleanups: (() => Promise<unknown>)[] = [];
 afterAll(async () => {
   for (const c of cleanups.reverse()) await c().catch(() => undefined);
 });
+
+/** A bare server standing in for Herald: it answers each connection's first message with `frame`. Returns its URL. */
+async function answeringWith(frame: object): Promise<string> {
+  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+  await once(wss, 'listening');
+  cleanups.push(() => new Promise((r) => wss.close(r)));
+  wss.on('connection', (ws) => {
+    ws.once('message', () => ws.send(JSON.stringify(frame)));
+  });
+  return `ws://127.0.0.1:${(wss.address() as { port: number }).port}/v1/ws`;
+}
 
 describe('client reconnect reasons', () => {
   it('a server shutting down is reported as server: shutting_down, then the refused connection as connection failed, with growing attempts and delays', async () => {
@@ -83,15 +96,10 @@ describe('client reconnect reasons', () => {
   it('a retryable error frame is reported with its code', async () => {
     // Real Herald sends a retryable error only when its database fails mid-stream; a bare
     // server stands in for that one frame.
-    const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
-    await once(wss, 'listening');
-    cleanups.push(() => new Promise((r) => wss.close(r)));
-    wss.on('connection', (ws) => {
-      ws.once('message', () => ws.send(JSON.stringify({ op: 'error', code: 'unavailable', message: 'the database is restarting', position: 0 })));
-    });
+    const url = await answeringWith({ op: 'error', code: 'unavailable', message: 'the database is restarting', position: 0 });
     const reconnects: ReconnectInfo[] = [];
     const conn = connect({
-      url: `ws://127.0.0.1:${(wss.address() as { port: number }).port}/v1/ws`,
+      url,
       topics: ['*'],
       backoff: { initialMs: 10, maxMs: 20 },
       onEvent: () => undefined,
@@ -140,5 +148,43 @@ describe('client reconnect reasons', () => {
     expect(reconnects.map((r) => r.attempt)).toEqual(reconnects.map((_, i) => i + 1));
     expect(opened.length - reconnects.length).toBeGreaterThanOrEqual(0);
     expect(opened.length - reconnects.length).toBeLessThanOrEqual(1);
+  });
+
+  it("an error frame that says retryable: false is fatal, whatever its code: the server's flag decides, not a list in the client", async () => {
+    const url = await answeringWith({ op: 'error', code: 'unavailable', message: 'not this time', retryable: false, position: 7 });
+    const reconnects: ReconnectInfo[] = [];
+    const errors: HeraldClientError[] = [];
+    const conn = connect({
+      url,
+      topics: ['*'],
+      backoff: { initialMs: 10, maxMs: 20 },
+      onEvent: () => undefined,
+      onError: (e) => errors.push(e),
+      onReconnect: (info) => reconnects.push(info),
+    });
+    await expect(conn.ready).rejects.toMatchObject({ code: 'unavailable', retryable: false, details: { position: 7 } });
+    expect(errors.map((e) => e.code)).toEqual(['unavailable']);
+    expect(reconnects).toEqual([]);
+    expect(conn.state).toBe('closed');
+  });
+
+  it('a close with 1009 (its subscribe is over the server limit) is fatal payload_too_large: resending it could never work', async () => {
+    const db = await createTestDatabase();
+    cleanups.push(db.drop);
+    const herald = await startTestHerald(db.url, { wsMaxPayloadBytes: 1024 });
+    cleanups.push(herald.close);
+    const reconnects: ReconnectInfo[] = [];
+    const errors: HeraldClientError[] = [];
+    const conn = connect({
+      url: herald.url,
+      topics: Array.from({ length: 100 }, (_, i) => `big:topic-${i}`),
+      backoff: { initialMs: 10, maxMs: 20 },
+      onEvent: () => undefined,
+      onError: (e) => errors.push(e),
+      onReconnect: (info) => reconnects.push(info),
+    });
+    await expect(conn.ready).rejects.toMatchObject({ code: 'payload_too_large', retryable: false });
+    expect(errors.map((e) => [e.code, e.message])).toEqual([['payload_too_large', 'the server closed the connection (1009)']]);
+    expect(reconnects).toEqual([]);
   });
 });

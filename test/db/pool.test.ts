@@ -2,7 +2,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPool } from '../../src/db/pool.ts';
 import { createLogger } from '../../src/logger.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { until } from '../support/herald.ts';
 
 let db: TestDatabase;
 beforeAll(async () => {
@@ -22,10 +21,11 @@ describe('createPool', () => {
       expect(client.listenerCount('error')).toBeGreaterThan(0);
       const { rows } = await client.query<{ pid: number }>('select pg_backend_pid() as pid');
       const pid = rows[0]!.pid;
+      // 'end' comes after the client has read the FATAL 57P01 and emitted its 'error' (which
+      // events.once() would turn into a rejection: a plain listener waits for 'end' alone).
+      const ended = new Promise((resolve) => client.once('end', resolve));
       await pool.query('select pg_terminate_backend($1)', [pid]);
-      await until(async () => (await pool.query('select 1 from pg_stat_activity where pid = $1', [pid])).rowCount === 0, 5000, 'the backend to exit');
-      // Its FATAL 57P01 message has been sent; give the client a moment to read it.
-      await new Promise((r) => setTimeout(r, 100));
+      await ended;
       const err = await client.query('select 1').catch((e: unknown) => e as Error);
       expect(err).toBeInstanceOf(Error);
       client.release(err as Error);

@@ -1,8 +1,11 @@
-/** CatchUpReads on a real pool: round-robin by key, the per-key share, the bounded queue, the timeout, cancellation. */
+/**
+ * CatchUpReads on a real pool: round-robin by key, the per-key share of connections and of
+ * read time, the bounded queue, the timeout, cancellation.
+ */
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPool } from '../../src/db/pool.ts';
-import { CatchUpReads } from '../../src/events/catch-up-reads.ts';
+import { CatchUpReads, INTERNAL_READ_KEY } from '../../src/events/catch-up-reads.ts';
 import { HeraldError } from '../../src/errors.ts';
 import { createLogger } from '../../src/logger.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
@@ -19,10 +22,10 @@ afterAll(async () => {
   await db.drop();
 });
 
-function reads(max: number, queueMax: number, timeoutMs = 5000): CatchUpReads {
+function reads(max: number, queueMax: number, timeoutMs = 5000, shareMsPerS = 0): CatchUpReads {
   const pool = createPool(db.url, max, createLogger('silent'), { applicationName: 'herald-reads-test', statementTimeoutMs: timeoutMs });
   pools.push(pool);
-  return new CatchUpReads({ pool, max, queueMax, timeoutMs, logger: createLogger('silent') });
+  return new CatchUpReads({ pool, max, queueMax, timeoutMs, shareMsPerS, logger: createLogger('silent') });
 }
 
 describe('CatchUpReads', () => {
@@ -111,5 +114,73 @@ describe('CatchUpReads', () => {
     expect(queuedRan).toBe(false);
     expect(r.inFlight).toBe(0);
     await admin.end();
+  });
+
+  it('runs reads without parallel workers: one read, one backend', async () => {
+    const r = reads(1, 10);
+    const { rows } = await r.run((c) => c.query<{ max_parallel_workers_per_gather: string }>('show max_parallel_workers_per_gather'));
+    expect(rows[0]!.max_parallel_workers_per_gather).toBe('0');
+  });
+});
+
+describe("CatchUpReads: each key's share of read time", () => {
+  // 500 ms a second, a bucket of 500 ms: a read of 1.5 s leaves its key 1 s in debt, which
+  // takes 2 s to earn back.
+  const SHARE_MS_PER_S = 500;
+
+  it('charges each read its duration: past its share a key waits in its queue with a connection free, while another key reads at once', async () => {
+    const r = reads(2, 100, 5000, SHARE_MS_PER_S);
+    const started: string[] = [];
+    const first = r.run((c) => c.query('select pg_sleep(1.5)'), { key: 'a' });
+    // Queued behind it: with a pool of 2, one key holds one connection.
+    let secondAt = 0;
+    const second = r.run(
+      async (c) => {
+        secondAt = performance.now();
+        started.push('a');
+        await c.query('select 1');
+      },
+      { key: 'a' },
+    );
+    expect(r.heldMs('a')).toBe(0);
+    await first;
+    const doneAt = performance.now();
+    const held = r.heldMs('a');
+    expect(held).toBeGreaterThan(1900);
+    expect(held).toBeLessThanOrEqual(3000);
+    // Held, not running, though both connections are free.
+    expect([r.inFlight, r.waitingCount, started]).toEqual([0, 1, []]);
+    // Another key is not held, and is not queued behind it.
+    await r.run(async () => started.push('b'), { key: 'b' });
+    expect(started).toEqual(['b']);
+    await second;
+    expect(started).toEqual(['b', 'a']);
+    expect(secondAt).toBeGreaterThanOrEqual(doneAt + held);
+    expect(r.heldMs('b')).toBe(0);
+  });
+
+  it("a held read that is abandoned leaves the queue; reads within the share, and Herald's own, are never held", async () => {
+    const r = reads(2, 100, 5000, SHARE_MS_PER_S);
+    await r.run((c) => c.query('select pg_sleep(1.5)'), { key: 'a' });
+    expect(r.heldMs('a')).toBeGreaterThan(0);
+    const gone = new AbortController();
+    const held = r.run(async () => 'never', { key: 'a', signal: gone.signal }).catch((e: unknown) => e);
+    expect(r.waitingCount).toBe(1);
+    gone.abort(new Error('client left'));
+    expect(await held).toMatchObject({ message: 'client left' });
+    expect(r.waitingCount).toBe(0);
+    // A short read is within the bucket.
+    await r.run((c) => c.query('select pg_sleep(0.05)'), { key: 'b' });
+    expect(r.heldMs('b')).toBe(0);
+    // Herald's own readers (job workers, the exporter) are not charged.
+    await r.run((c) => c.query('select pg_sleep(1.5)'));
+    expect(r.heldMs(INTERNAL_READ_KEY)).toBe(0);
+    expect(await r.run(async () => 'at once')).toBe('at once');
+  });
+
+  it('with no share (0) nothing is charged', async () => {
+    const r = reads(2, 100, 5000, 0);
+    await r.run((c) => c.query('select pg_sleep(1.1)'), { key: 'a' });
+    expect(r.heldMs('a')).toBe(0);
   });
 });

@@ -153,7 +153,7 @@ describe('CatchUpWindow', () => {
     const seen: (number[] | null)[] = [];
     const member = { filter: ALL, deliver: () => seen.push(ids(hub.window.read(10, ALL, 10))) };
     hub.add(member);
-    hub.publish(batch(11, 2));
+    hub.fanOut(batch(11, 2));
     expect(seen).toEqual([[11, 12]]);
     hub.head = 50;
     expect([hub.window.floor, hub.window.size]).toEqual([50, 0]);

@@ -19,7 +19,7 @@ describe('Hub', () => {
     const all = member(['*']);
     const pre = member(['a:*']);
     for (const m of [both, two, one, all, pre]) hub.add(m);
-    hub.publish([ev(1, 'dup:1'), ev(2, 'dup:2'), ev(3, 'dup:1'), ev(4, 'b:1'), ev(5, 'a:1'), ev(6, 'b:1'), ev(7, 'a:2')]);
+    hub.fanOut([ev(1, 'dup:1'), ev(2, 'dup:2'), ev(3, 'dup:1'), ev(4, 'b:1'), ev(5, 'a:1'), ev(6, 'b:1'), ev(7, 'a:2')]);
     expect(both.got).toEqual([1, 2, 3]);
     expect(two.got).toEqual([4, 5, 6]);
     expect(one.got).toEqual([5]);
@@ -42,7 +42,7 @@ describe('Hub', () => {
     const after = member(['x:1']);
     const prefixed = member(['x:*', 'y:1']);
     for (const m of [before, broken, after, prefixed]) hub.add(m);
-    expect(() => hub.publish([ev(10, 'x:1'), ev(11, 'y:1')])).toThrow('subscriber bug');
+    expect(() => hub.fanOut([ev(10, 'x:1'), ev(11, 'y:1')])).toThrow('subscriber bug');
     expect(before.got).toEqual([10, 11]);
     expect(after.got).toEqual([10]);
     expect(prefixed.got).toEqual([10, 11]);

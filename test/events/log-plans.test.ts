@@ -7,7 +7,17 @@
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPool } from '../../src/db/pool.ts';
-import { EventLog, filterRanges, PATTERN_NEAR_IDS, PATTERN_TOPICS_MAX, PATTERN_WALK_IDS, readQuery } from '../../src/events/log.ts';
+import {
+  EventLog,
+  filterRanges,
+  PATTERN_NEAR_IDS,
+  PATTERN_PROBES_MAX,
+  PATTERN_TOPICS_MAX,
+  PATTERN_WALK_IDS,
+  PATTERN_WALK_TESTS_MAX,
+  RANGE_ROWS_MAX,
+  readQuery,
+} from '../../src/events/log.ts';
 import { isValidTopic, TopicFilter } from '../../src/events/topic.ts';
 import { createLogger } from '../../src/logger.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
@@ -66,9 +76,9 @@ function flatten(node: PlanNode): PlanNode[] {
   return [node, ...(node.Plans ?? []).flatMap(flatten)];
 }
 
-async function explain(options: string, since: number, entries: string[], limit = 100): Promise<PlanNode> {
+async function explain(options: string, since: number, entries: string[], limit = 100, on = pool): Promise<PlanNode> {
   const q = readQuery(since, TopicFilter.parse(entries), limit);
-  const { rows } = await pool.query({ text: `explain (${options}, format json) ${q.text}`, values: q.values });
+  const { rows } = await on.query({ text: `explain (${options}, format json) ${q.text}`, values: q.values });
   return (rows[0]['QUERY PLAN'] as { Plan: PlanNode }[])[0]!.Plan;
 }
 
@@ -87,11 +97,19 @@ async function buffers(since: number, entries: string[]): Promise<number> {
 
 // The scans a read may use, by what they are for.
 const HEAD = /^Index Only Scan events_pkey: $/; // max(id), read backward
-const FETCH = /^Index Scan events_pkey: \(id = ANY/; // the page's columns
+const FETCH = /^Index Scan events_pkey: \(id = p\.id\)$/; // the page's columns, one lookup per row
 const TOPIC_RANGE = /^Index (Only )?Scan events_topic_c_id_idx: \(\(topic = \S+\) AND \(id > /;
-const SKIP_SCAN = /^Index Only Scan events_topic_c_id_idx: \(\(topic >=? \S+\) AND \(topic < \S+\)\)$/;
+const SKIP_SCAN = /^Index Only Scan events_topic_c_id_idx: \(\(topic >=? \S+\) AND \(topic < \S+\)\)$/; // finding a pattern's topics
 const WALK = /^Index Scan events_pkey: \(\(id > .*\) AND \(id <= .*\)\) filter \(topic \^@ ANY/;
 const ALL_WALK = /^Index Scan events_pkey: \(id > /;
+
+/** Skip-scan probes the read makes: each finds the next topic under a pattern, or that there is none. */
+async function probes(since: number, entries: string[], limit = 100, on = pool): Promise<number> {
+  const plan = await explain('analyze, costs off, timing off', since, entries, limit, on);
+  return flatten(plan)
+    .filter((n) => SKIP_SCAN.test(`${n['Node Type']} ${n['Index Name'] ?? ''}: ${n['Index Cond'] ?? ''}`))
+    .reduce((sum, n) => sum + (n['Actual Loops'] ?? 0), 0);
+}
 
 function kinds(scans: string[]): string[] {
   const named: [string, RegExp][] = [
@@ -202,7 +220,8 @@ describe('plans, at 100,000 events over 1,199 topics, analyzed', () => {
   const EXECUTED: [string, string[], number, string[]][] = [
     ['exact topics: one topic range each', ['t:1', 't:2', 'nope:x'], 0, ['fetch', 'head', 'topic range']],
     ['a narrow pattern: its topics by skip scan, then a range each; no walk', ['t:12*'], 0, ['fetch', 'head', 'skip scan', 'topic range']],
-    ['a pattern with no topics: one probe', ['nope:*'], 0, ['fetch', 'head', 'skip scan']],
+    // Nothing found, nothing fetched.
+    ['a pattern with no topics: one probe', ['nope:*'], 0, ['head', 'skip scan']],
     [`a broad pattern that fills the page within ${PATTERN_WALK_IDS} ids: the walk alone`, ['t:*'], 0, ['fetch', 'head', 'skip scan', 'walk']],
     ['a broad pattern too sparse for the walk: the walk, then a range per topic', ['sparse:*'], 0, ['fetch', 'head', 'skip scan', 'topic range', 'walk']],
     [`a pattern within ${PATTERN_NEAR_IDS} ids of the head: the walk alone`, ['t:12*'], 100_000 - PATTERN_NEAR_IDS, ['fetch', 'head', 'walk']],
@@ -220,11 +239,7 @@ describe('plans, at 100,000 events over 1,199 topics, analyzed', () => {
   });
 
   it(`a broad pattern (more than ${PATTERN_TOPICS_MAX} topics) costs at most ${PATTERN_TOPICS_MAX + 1} probes to tell, not one per topic`, async () => {
-    const plan = await explain('analyze, costs off, timing off', 0, ['t:*']);
-    const probes = flatten(plan)
-      .filter((n) => SKIP_SCAN.test(`${n['Node Type']} ${n['Index Name'] ?? ''}: ${n['Index Cond'] ?? ''}`))
-      .reduce((sum, n) => sum + (n['Actual Loops'] ?? 0), 0);
-    expect(probes).toBe(PATTERN_TOPICS_MAX + 1);
+    expect(await probes(0, ['t:*'])).toBe(PATTERN_TOPICS_MAX + 1);
   });
 
   it('reads agree with a full scan of the table for every shape, across page boundaries', async () => {
@@ -250,4 +265,122 @@ describe('plans, at 100,000 events over 1,199 topics, analyzed', () => {
       }
     }
   });
+});
+
+describe('the work budget: filters too costly to read at once are read in several bounded reads', () => {
+  // A log of its own, 100,000 events: 40 broad rare patterns `w00:*` … `w39:*` (125 topics
+  // each, one event per topic, 1 in 20 of the log together), `u:*` (3,000 topics, 1 in 20),
+  // `n:*` (50 topics of 100 events, narrow), and 50 hot `bulk:N` topics (1,700 events each).
+  const EVENTS = 100_000;
+  let budgetDb: TestDatabase;
+  let budgetPool: pg.Pool;
+  let budgetLog: EventLog;
+  let all: { id: number; topic: string }[];
+
+  beforeAll(async () => {
+    budgetDb = await createTestDatabase();
+    budgetPool = createPool(budgetDb.url, 2, createLogger('silent'));
+    budgetLog = new EventLog(budgetPool);
+    const c = await budgetPool.connect();
+    try {
+      await c.query('set synchronous_commit = on');
+      await c.query(
+        `insert into herald.events (id, topic, type, data, at)
+         select g, case g % 20
+                     when 1 then 'w' || lpad(((g / 20) % 40)::text, 2, '0') || ':t' || (g / 800) % 150
+                     when 3 then 'u:' || (g / 20) % 3000
+                     when 5 then 'n:' || (g / 20) % 50
+                     else 'bulk:' || g % 50 end,
+                'x', '{}'::jsonb, now()
+         from generate_series(1, $1::bigint) g`,
+        [EVENTS],
+      );
+      await c.query('vacuum analyze herald.events');
+    } finally {
+      c.release();
+    }
+    const { rows } = await budgetPool.query<{ id: number; topic: string }>('select id, topic from herald.events order by id');
+    all = rows;
+  });
+  afterAll(async () => {
+    await budgetPool?.end();
+    await budgetDb?.drop();
+  });
+
+  const W = Array.from({ length: 40 }, (_, i) => `w${String(i).padStart(2, '0')}:*`);
+  const EXACT = ['bulk:0', ...Array.from({ length: 99 }, (_, i) => `w${String(i % 40).padStart(2, '0')}:t${i}`)];
+  // [name, entries, whether pages of 1,000 stop short of both a full page and the head]
+  const SHAPES: [string, string[], boolean][] = [
+    ['40 broad rare patterns: too many to tell apart', W, true],
+    ['one broad rare pattern of 3,000 topics: too many to find', ['u:*'], true],
+    ['a hot exact topic among 100: more rows than the ranges may read', EXACT, true],
+    // Hot topics fill every page before the budget shows.
+    ['all of them, with a narrow pattern and a hot one', [...W.slice(0, 30), 'u:*', 'n:*', 'bulk:1*', ...EXACT.slice(0, 20)], false],
+  ];
+
+  it('the log is the size and shape these reads assume', async () => {
+    const topics = (prefix: string) => new Set(all.filter((r) => r.topic.startsWith(prefix)).map((r) => r.topic)).size;
+    expect(all).toHaveLength(EVENTS);
+    expect([topics('w00:'), topics('u:'), topics('n:'), topics('bulk:')]).toEqual([125, 3000, 50, 50]);
+    expect(40 * (PATTERN_TOPICS_MAX + 1)).toBeGreaterThan(PATTERN_PROBES_MAX);
+    expect(3000).toBeGreaterThan(PATTERN_PROBES_MAX);
+  });
+
+  it(`telling 40 broad patterns apart stops at exactly ${PATTERN_PROBES_MAX} probes; the walk then covers ${PATTERN_WALK_TESTS_MAX} / 40 ids`, async () => {
+    expect(await probes(0, W, 1000, budgetPool)).toBe(PATTERN_PROBES_MAX);
+    const page = await budgetLog.read(0, TopicFilter.parse(W), 1000);
+    const walked = Math.min(PATTERN_WALK_IDS, Math.floor(PATTERN_WALK_TESTS_MAX / 40));
+    expect(walked).toBe(2500);
+    expect(page.covered).toBe(walked);
+    expect(page.head).toBe(EVENTS);
+    expect(page.events.map((e) => e.id)).toEqual(all.filter((r) => r.id <= walked && /^w\d\d:/.test(r.topic)).map((r) => r.id));
+  });
+
+  it(`finding the rest of a 3,000-topic pattern stops at exactly ${PATTERN_PROBES_MAX} probes in all; the read covers its walk of ${PATTERN_WALK_IDS} ids`, async () => {
+    expect(await probes(0, ['u:*'], 1000, budgetPool)).toBe(PATTERN_PROBES_MAX);
+    const page = await budgetLog.read(0, TopicFilter.parse(['u:*']), 1000);
+    expect(page.covered).toBe(PATTERN_WALK_IDS);
+    expect(page.events.map((e) => e.id)).toEqual(all.filter((r) => r.id <= PATTERN_WALK_IDS && r.topic.startsWith('u:')).map((r) => r.id));
+  });
+
+  it(`the ranges share ${RANGE_ROWS_MAX} rows: a hot topic among 100 ranges is read ${RANGE_ROWS_MAX / 100} rows at a time, and the read covers up to its last`, async () => {
+    const page = await budgetLog.read(0, TopicFilter.parse(EXACT), 1000);
+    const hot = all.filter((r) => r.topic === 'bulk:0');
+    const edge = hot[RANGE_ROWS_MAX / 100 - 1]!.id;
+    expect(page.covered).toBe(edge);
+    const filter = TopicFilter.parse(EXACT);
+    const want = all.filter((r) => r.id <= edge && filter.matches(r.topic));
+    expect(want.length).toBeLessThan(1000);
+    expect(page.events.map((e) => e.id)).toEqual(want.map((r) => r.id));
+  });
+
+  it.for(SHAPES)(
+    '%s: successive reads from 0 return every matching event exactly once, in order, each read exactly the matches up to its covered',
+    async ([, entries, stopsShort]) => {
+      const filter = TopicFilter.parse(entries);
+      const matching = all.filter((r) => filter.matches(r.topic)).map((r) => r.id);
+      for (const limit of [1000, 100]) {
+        const got: number[] = [];
+        let after = 0;
+        let reads = 0;
+        let short = 0;
+        while (after < EVENTS) {
+          const page = await budgetLog.read(after, filter, limit);
+          reads++;
+          const ids = page.events.map((e) => e.id);
+          // Honest: exactly the matches in (after, covered], and covered moves on.
+          expect(page.covered, `read ${reads} after ${after}`).toBeGreaterThan(after);
+          expect(ids).toEqual(matching.filter((id) => id > after && id <= page.covered));
+          if (ids.length === limit) expect(page.covered).toBe(ids.at(-1));
+          else if (page.covered < page.head) short++;
+          got.push(...ids);
+          after = page.covered;
+        }
+        expect(got).toEqual(matching);
+        // The budget stopped some reads short of both a full page and the head (with pages
+        // of 100, and hot topics, the page fills first).
+        if (stopsShort && limit === 1000) expect(short).toBeGreaterThan(0);
+      }
+    },
+  );
 });

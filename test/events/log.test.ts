@@ -97,8 +97,12 @@ describe('commit-ordered ids', () => {
       [base + 3, 'multi:3', 'null'],
       [base + 4, 'multi:4', '4'],
     ]);
-    await new Promise((r2) => setTimeout(r2, 50)); // notifications arrive asynchronously
-    expect(notes).toEqual(['herald_events:']);
+    // A fence: PostgreSQL delivers notifications in commit order, so once this later one has
+    // arrived, every doorbell of the emitting transaction has arrived before it.
+    const fenced = new Promise<void>((resolve) => listener.on('notification', (n) => n.payload === 'fence' && resolve()));
+    await a.query(`select pg_notify('herald_events', 'fence')`);
+    await fenced;
+    expect(notes).toEqual(['herald_events:', 'herald_events:fence']);
     const pending = await pool.query('select count(*)::int as n from herald.pending');
     expect(pending.rows[0].n).toBe(0);
     await a.end();

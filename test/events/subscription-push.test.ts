@@ -46,7 +46,7 @@ async function freshHub(): Promise<Hub> {
 /** What the Listener does on a ring: read after the head and publish, as one batch. */
 async function ring(): Promise<readonly Event[]> {
   const batch = await log.readAfter(hub.head, 1000);
-  hub.publish(batch);
+  hub.fanOut(batch);
   return batch;
 }
 

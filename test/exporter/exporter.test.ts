@@ -10,9 +10,10 @@ import { gunzipSync } from 'node:zlib';
 // @ts-expect-error s3rver ships no types
 import S3rver from 's3rver';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Bucket, openBucket } from '../../src/exporter/bucket.ts';
+import type { Bucket } from '../../src/exporter/bucket.ts';
 import { FsBucket } from '../../src/exporter/bucket-fs.ts';
 import { Exporter, LATEST } from '../../src/exporter/exporter.ts';
+import { openBucket } from '../../src/exporter/open-bucket.ts';
 import { buildArchive } from '../../src/registry/archive.ts';
 import { createTestDatabase } from '../support/db.ts';
 import { startTestHerald, type TestHerald, until } from '../support/herald.ts';
@@ -219,14 +220,14 @@ describe.each(['fs', 's3'] as const)('exporter with the %s bucket', (kind) => {
       delete: (k) => bucket.delete(k),
       list: (p) => bucket.list(p),
     };
-    const first = new Exporter(herald.ctx, dying, { runtimeVersion: NEW, keepVersions: 3, graceMs: 86_400_000 });
+    const first = new Exporter(herald.exporter.deps, dying, { runtimeVersion: NEW, keepVersions: 3, graceMs: 86_400_000 });
     await first.start();
     await publish('crash-a', '1.0.0', false);
     await until(() => puts >= 3, 10_000, 'the dying write');
     await first.stop();
     expect(await cursorNow()).toBe(before); // not advanced past the failed work
 
-    const second = new Exporter(herald.ctx, bucket, { runtimeVersion: NEW, keepVersions: 3, graceMs: 86_400_000 });
+    const second = new Exporter(herald.exporter.deps, bucket, { runtimeVersion: NEW, keepVersions: 3, graceMs: 86_400_000 });
     await second.start();
     current = second;
     cleanups.push(() => second.stop());
@@ -240,8 +241,8 @@ describe.each(['fs', 's3'] as const)('exporter with the %s bucket', (kind) => {
   it("two releases exporting at once: latest/ ends with the newer release's bytes everywhere; each prefix is complete", async () => {
     for (const n of ['r1', 'r2', 'r3', 'r4']) await publish(n, '1.0.0');
     const format = (v: string) => (_key: string, value: unknown) => ({ ...(value as object), format: v });
-    const old = new Exporter(herald.ctx, bucket, { runtimeVersion: OLD, keepVersions: 3, graceMs: 0, transformJson: format('old') });
-    const neu = new Exporter(herald.ctx, bucket, { runtimeVersion: NEW, keepVersions: 3, graceMs: 0, transformJson: format('new') });
+    const old = new Exporter(herald.exporter.deps, bucket, { runtimeVersion: OLD, keepVersions: 3, graceMs: 0, transformJson: format('old') });
+    const neu = new Exporter(herald.exporter.deps, bucket, { runtimeVersion: NEW, keepVersions: 3, graceMs: 0, transformJson: format('new') });
     await Promise.all([old.exportAll(), neu.exportAll(), old.exportAll()]);
     const latest = await snapshot(LATEST);
     // Every exportable package (moderated `pad` is left for GC, not re-rendered).
@@ -261,9 +262,9 @@ describe.each(['fs', 's3'] as const)('exporter with the %s bucket', (kind) => {
   it('GC: old release prefixes beyond N go; a moderated package stays through the grace period and goes after it', async () => {
     let clock = new Date();
     for (const v of ['2026.11.18', '2026.11.19', '2026.11.20']) {
-      await new Exporter(herald.ctx, bucket, { runtimeVersion: v, keepVersions: 3, graceMs: 0 }).exportAll();
+      await new Exporter(herald.exporter.deps, bucket, { runtimeVersion: v, keepVersions: 3, graceMs: 0 }).exportAll();
     }
-    const gcer = new Exporter(herald.ctx, bucket, { runtimeVersion: NEW, keepVersions: 3, graceMs: 86_400_000, now: () => clock });
+    const gcer = new Exporter(herald.exporter.deps, bucket, { runtimeVersion: NEW, keepVersions: 3, graceMs: 86_400_000, now: () => clock });
     const first = await gcer.gc();
     // Prefixes by version: 2026.11.22, .21, .20 kept; .19 and .18 removed.
     expect(first.deletedPrefixes.sort()).toEqual(['2026.11.18', '2026.11.19']);

@@ -73,7 +73,7 @@ describe('an epoch that is not a UUID is 400 bad_request on every transport (doc
     for (const route of ['/v1/events', '/v1/events/stream']) {
       const r = await json(`${route}?since=0&epoch=${encodeURIComponent(epoch)}`);
       expect(r.status, route).toBe(400);
-      expect(r.body).toEqual({ error: { code: 'bad_request', message: 'epoch must be the UUID returned by /v1/head' } });
+      expect(r.body).toEqual({ error: { code: 'bad_request', message: 'epoch must be the UUID returned by /v1/head', retryable: false } });
     }
   });
 

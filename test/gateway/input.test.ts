@@ -7,7 +7,7 @@
  */
 import zlib, { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { JSON_MAX_DEPTH } from '../../src/gateway/json-input.ts';
+import { JSON_MAX_DEPTH } from '../../src/http/json-input.ts';
 import { buildArchive } from '../../src/registry/archive.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 import { startTestHerald, TEST_PUBLISH_TOKEN, type TestHerald, until } from '../support/herald.ts';

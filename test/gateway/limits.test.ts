@@ -2,8 +2,9 @@
  * The limits that protect the shared path (issue 12 part 3), tried as the issue's attacker
  * tried them, against a real Herald over real HTTP and WebSocket: the filter-entry cap on
  * every transport, caps on SSE streams and long-polls, the body and idle-socket deadlines,
- * the statement timeout on catch-up reads, their cancellation, and their confinement to a
- * pool of their own with fair queueing.
+ * the statement timeout on catch-up reads, their cancellation, their confinement to a pool
+ * of their own with fair queueing, each address's share of read time, and the work budget
+ * of one read (a filter too costly to read at once is caught up in several reads).
  *
  * Slow reads come from a test hook: the read pool's `run` is wrapped so each catch-up read
  * first runs `select pg_sleep(…)` on its read connection, as a worst-case read would.
@@ -24,10 +25,13 @@ let tight: TestHerald;
 /** Default read timeout (5 s), a read queue of 8: cancellation and confinement. */
 let roomy: TestHerald;
 let admin: pg.Client;
+// Reads from the table (no catch-up window). No share of read time: these tests are about
+// the other limits, and their abandoned 30 s reads would hold 127.0.0.1 for the rest of the
+// file; the share has a Herald of its own below.
+const common = { catchUpWindowBytes: 0, dbPoolMax: 4, readShareMsPerS: 0 };
 
 beforeAll(async () => {
   db = await createTestDatabase();
-  const common = { catchUpWindowBytes: 0, dbPoolMax: 4 };
   [tight, roomy] = await Promise.all([
     startTestHerald(db.url, {
       ...common,
@@ -372,6 +376,103 @@ describe('cancellation and confinement of catch-up reads', () => {
     } finally {
       undo();
       for (const c of clients) c.abort();
+    }
+  });
+});
+
+describe("each client address's share of read time", () => {
+  it('an address past HERALD_READ_SHARE_MS_PER_S waits for its next read, with a connection free, while another address is served at once', async () => {
+    // 500 ms a second, a bucket of 500 ms: one read of 1.5 s puts the address 1 s in debt,
+    // which takes it 2 s to earn back.
+    const h = await startTestHerald(db.url, { ...common, readShareMsPerS: 500 });
+    try {
+      const reads = h.ctx.log.reads!;
+      const undo = slowReads(h, 1.5);
+      try {
+        expect((await get(`${h.url}/v1/events?since=0&topic=lim:a`, '127.0.0.1').answer).status).toBe(200);
+      } finally {
+        undo();
+      }
+      const held = get(`${h.url}/v1/events?since=0&topic=lim:a`, '127.0.0.1');
+      await until(() => reads.waitingCount === 1, 5000, 'the next read to wait for its share');
+      expect(reads.inFlight).toBe(0);
+      const other = await get(`${h.url}/v1/events?since=0&topic=lim:a`, '127.0.0.2').answer;
+      expect(other.status).toBe(200);
+      expect(reads.waitingCount).toBe(1);
+      expect((await held.answer).status).toBe(200);
+      expect(reads.waitingCount).toBe(0);
+    } finally {
+      await h.close();
+    }
+  });
+});
+
+describe('a filter too costly to read at once is caught up in several bounded reads', () => {
+  // 25 broad patterns `bud00:*` … `bud24:*` of 110 topics each, one event per topic, 1 in 16
+  // of 44,000 events: telling them apart would take 2,525 probes, more than one read may make
+  // (PATTERN_PROBES_MAX), so each read covers a stretch of ids (4,000: fewer matches than a
+  // page of HERALD_REPLAY_PAGE_SIZE) and the next goes on from it.
+  const PATTERNS = Array.from({ length: 25 }, (_, i) => `bud${String(i).padStart(2, '0')}:*`);
+  const query = PATTERNS.map((p) => `topic=${encodeURIComponent(p)}`).join('&');
+  /** Every event the filter matches, by brute force. */
+  const matching = async () =>
+    (await admin.query<{ id: string }>(`select id from herald.events where topic ~ '^bud[0-9]{2}:' order by id`)).rows.map((r) => Number(r.id));
+
+  beforeAll(async () => {
+    await admin.query(
+      `select count(*) from herald.append((
+         select jsonb_agg(jsonb_build_object(
+           'topic', case when g % 16 = 0 then 'bud' || lpad(((g / 16) % 25)::text, 2, '0') || ':t' || (g / 400) % 110
+                         else 'budnoise:' || g % 7 end,
+           'type', 'x', 'data', '{}'::jsonb))
+         from generate_series(0, 43999) g))`,
+    );
+    const all = await matching();
+    expect(all).toHaveLength(25 * 110);
+    await until(() => roomy.ctx.hub.head >= all.at(-1)!, 10_000, 'the Listener to have read them');
+  });
+
+  it('poll: following `next` returns every matching event exactly once, in order, in more reads than pages', async () => {
+    const expected = await matching();
+    const got: number[] = [];
+    let since = 0;
+    let polls = 0;
+    for (;;) {
+      const res = await fetch(`${roomy.url}/v1/events?since=${since}&limit=1000&${query}`);
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as { events: { id: number }[]; next: number; head: number };
+      polls++;
+      got.push(...body.events.map((e) => e.id));
+      if (body.events.length === 0) break;
+      expect(body.next).toBeGreaterThan(since);
+      since = body.next;
+    }
+    expect(got).toEqual(expected);
+    expect(polls).toBeGreaterThan(Math.ceil(expected.length / 1000) + 1);
+  });
+
+  it.for(['sse', 'websocket'])('%s: a stream from since=0 gets every matching event exactly once, in order, then live ones', async (transport) => {
+    const expected = await matching();
+    const live = async () => {
+      const res = await publish(roomy.url, { topic: 'bud00:live', type: 't' });
+      return ((await res.json()) as { ids: number[] }).ids[0]!;
+    };
+    if (transport === 'sse') {
+      const sse = await openSse(`${roomy.url}/v1/events/stream?since=0&${query}`);
+      const events = () => sse.messages.filter((m) => m.event === 'message').map((m) => Number(m.id));
+      await until(() => events().length >= expected.length, 20_000, 'the catch-up');
+      const id = await live();
+      await sse.waitFor((m) => m.event === 'message' && m.id === String(id));
+      expect(events()).toEqual([...expected, id]);
+      sse.destroy();
+    } else {
+      const ws = await openWs(roomy.url);
+      ws.send({ op: 'subscribe', topics: PATTERNS, since: 0 });
+      await until(() => ws.events().length >= expected.length, 20_000, 'the catch-up');
+      const id = await live();
+      await ws.waitFor((m) => m.op === 'event' && m.id === id);
+      expect(ws.events()).toEqual([...expected, id]);
+      ws.ws.close();
     }
   });
 });

@@ -2,7 +2,7 @@ import { createPool } from '../../src/db/pool.ts';
 import { createLogger } from '../../src/logger.ts';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { publish, startTestHerald, type TestHerald } from '../support/herald.ts';
+import { publish, startTestHerald, type TestHerald, until } from '../support/herald.ts';
 
 let db: TestDatabase;
 let herald: TestHerald;
@@ -30,10 +30,17 @@ async function poll(query: string): Promise<PollBody> {
   return (await res.json()) as PollBody;
 }
 
-async function emit(events: { topic: string; type: string; data?: unknown }[]): Promise<number[]> {
+/**
+ * Publishes, and (unless `read` is false) returns once this process's Listener has read the
+ * events: a poll without `wait` answers what the process has read (docs/protocol.md), so a
+ * poll sent the instant the publish is acknowledged could otherwise see them only next time.
+ */
+async function emit(events: { topic: string; type: string; data?: unknown }[], { read = true } = {}): Promise<number[]> {
   const res = await publish(herald.url, { events });
   expect(res.status).toBe(201);
-  return ((await res.json()) as { ids: number[] }).ids;
+  const { ids } = (await res.json()) as { ids: number[] };
+  if (read) await until(() => herald.ctx.hub.head >= ids.at(-1)!, 5000, 'the Listener to read the events');
+  return ids;
 }
 
 describe('GET /v1/head and GET /v1/events', () => {
@@ -81,11 +88,14 @@ describe('GET /v1/head and GET /v1/events', () => {
       answeredAt = performance.now();
       return (await r.json()) as PollBody;
     });
-    await new Promise((r) => setTimeout(r, 100));
+    // Waiting: its Subscription is attached to the Hub once the poll gauge counts it.
+    await until(async () => /^herald_subscribers\{transport="poll"\} 1$/m.test(await (await fetch(`${herald.url}/metrics`)).text()), 5000, 'the long-poll');
+    // Read and fanned out once emit() returns: the Hub moves its head and hands the batch to
+    // every matching subscriber in one synchronous call. Had it woken the long-poll, that
+    // answer would be the empty one `pending` resolves to.
     await emit([{ topic: 'lp:unrelated', type: 't' }]);
-    await new Promise((r) => setTimeout(r, 100));
     expect(answeredAt).toBe(0);
-    const [id] = await emit([{ topic: 'lp:want', type: 't', data: 'go' }]);
+    const [id] = await emit([{ topic: 'lp:want', type: 't', data: 'go' }], { read: false });
     const committedAt = performance.now();
     const body = await pending;
     expect(body.events.map((e) => [e.id, e.data])).toEqual([[id, 'go']]);
@@ -110,6 +120,7 @@ describe('GET /v1/head and GET /v1/events', () => {
     const committed: string[] = [];
     const seen: { id: number; topic: string }[] = [];
     let done = false;
+    let finalHead = Number.POSITIVE_INFINITY;
     const follower = (async () => {
       let next = start;
       let idle = 0;
@@ -118,7 +129,10 @@ describe('GET /v1/head and GET /v1/events', () => {
         const body = await poll(`since=${next}&topic=race:*&limit=17`);
         for (const e of body.events) seen.push({ id: e.id, topic: e.topic });
         next = body.next;
-        idle = done && body.events.length === 0 ? idle + 1 : 0;
+        // An empty answer proves nothing is left only once it is past the database's final
+        // head: a poll answers what this process has read (docs/protocol.md), and under load
+        // the Listener may still be reading the last commits.
+        idle = done && body.events.length === 0 && next >= finalHead ? idle + 1 : 0;
       }
     })();
     await Promise.all(
@@ -139,6 +153,7 @@ describe('GET /v1/head and GET /v1/events', () => {
         c.release();
       }),
     );
+    finalHead = (await herald.ctx.log.readHead()).head;
     done = true;
     await follower;
     await producer.end();
@@ -153,7 +168,9 @@ describe('GET /v1/head and GET /v1/events', () => {
     expect((await poll(`since=${head}&epoch=${epoch}`)).epoch).toBe(epoch);
     const res = await fetch(`${herald.url}/v1/events?since=0&epoch=00000000-0000-4000-8000-000000000000`);
     expect(res.status).toBe(409);
-    expect(await res.json()).toEqual({ error: { code: 'epoch_mismatch', message: expect.stringContaining('epoch'), epoch, head, oldest: 1 } });
+    expect(await res.json()).toEqual({
+      error: { code: 'epoch_mismatch', message: expect.stringContaining('epoch'), retryable: false, epoch, head, oldest: 1 },
+    });
   });
 });
 
@@ -166,7 +183,7 @@ describe('retention', () => {
     for (const path of [`/v1/events?since=0`, `/v1/events/stream?since=3`]) {
       const res = await fetch(`${herald.url}${path}`);
       expect(res.status).toBe(410);
-      expect(await res.json()).toEqual({ error: { code: 'cursor_expired', message: expect.any(String), oldest: head - 4, head } });
+      expect(await res.json()).toEqual({ error: { code: 'cursor_expired', message: expect.any(String), retryable: false, oldest: head - 4, head } });
     }
     const body = await poll(`since=${head - 5}`);
     expect(body.events.map((e) => e.id)).toEqual([head - 4, head - 3, head - 2, head - 1, head]);

@@ -148,6 +148,7 @@ describe('publish', () => {
 
 describe('locks', () => {
   it('two publishes of one package run one after the other; different packages run in parallel', async () => {
+    const { head } = (await (await fetch(`${herald.url}/v1/head`)).json()) as { head: number };
     // Hold the versions table: every publish blocks inside its effects transaction.
     const blocker = await blockPublishes(db.url);
     const submit = async (name: string, version: string) =>
@@ -156,11 +157,23 @@ describe('locks', () => {
     const a2 = await submit('lock-a', '2.0.0');
     const b1 = await submit('lock-b', '1.0.0');
     await until(async () => (await job(a1)).status === 'running' && (await job(b1)).status === 'running', 10_000, 'a1 and b1 to run together');
-    // Give a2 every chance to start if the lock were broken.
-    await new Promise((r) => setTimeout(r, 300));
+    // One process claims one job at a time, the lowest runnable id first: b1 (a higher id
+    // than a2) was claimed after a2 was passed over. One more claim makes it certain that a2
+    // is still held back: c1 runs only after the claimer passed a2 again.
+    const c1 = await submit('lock-c', '1.0.0');
+    await until(async () => (await job(c1)).status === 'running', 10_000, 'c1 to run');
+    // The log is in commit order: had a2 been claimed, its `running` would be there, before c1's.
+    const { rows: events } = await herald.ctx.pool.query<{ topic: string; status: string }>(
+      `select topic, data->>'status' as status from herald.events where topic = any($1) and type = 'status' and id > $2 order by id`,
+      [[a2, b1, c1].map((id) => `job:${id}`), head],
+    );
+    const statuses = (id: number) => events.filter((e) => e.topic === `job:${id}`).map((e) => e.status);
+    expect(statuses(b1)).toEqual(['queued', 'running']);
+    expect(statuses(c1)).toEqual(['queued', 'running']);
+    expect(statuses(a2)).toEqual(['queued']);
     expect((await job(a2)).status).toBe('queued');
     await blocker.release();
-    for (const id of [a1, a2, b1]) expect((await finished(id)).status).toBe('succeeded');
+    for (const id of [a1, a2, b1, c1]) expect((await finished(id)).status).toBe('succeeded');
     const { rows } = await herald.ctx.pool.query<{ id: number; started_at: Date; finished_at: Date }>(
       'select id, started_at, finished_at from herald.jobs where id = any($1)',
       [[a1, a2]],

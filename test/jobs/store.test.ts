@@ -55,3 +55,55 @@ describe('JobStore.claim', () => {
     tx.release();
   });
 });
+
+describe('JobStore.cycle', () => {
+  it('one claim for several slots takes the oldest runnable jobs, one per lock key, each with its own run id and running event', async () => {
+    const insert = (lockKey: string | null) =>
+      pool
+        .query<{ id: number }>(`insert into herald.jobs (type, payload, lock_key, max_attempts) values ('c', '{}', $1, 3) returning id`, [lockKey])
+        .then((r) => r.rows[0]!.id);
+    const a1 = await insert('package:a');
+    const a2 = await insert('package:a');
+    const free = await insert(null);
+    const b1 = await insert('package:b');
+    const base = (await pool.query('select coalesce(max(id), 0)::int as head from herald.events')).rows[0].head;
+    const { claimed, full } = await store.cycle([], ['w3/1', 'w3/2', 'w3/3', 'w3/4'], 5000);
+    expect(claimed.map((c) => [c.job.id, c.runId, c.job.status])).toEqual([
+      [a1, 'w3/1', 'running'],
+      [free, 'w3/2', 'running'],
+      [b1, 'w3/3', 'running'],
+    ]);
+    // Four candidates for four slots, one left behind for its key: more may be runnable.
+    expect(full).toBe(true);
+    const events = await pool.query(`select topic, data->>'status' as status, xmin::text as tx from herald.events where id > $1 order by id`, [base]);
+    expect(events.rows.map((e) => [e.topic, e.status])).toEqual([
+      [`job:${a1}`, 'running'],
+      [`job:${free}`, 'running'],
+      [`job:${b1}`, 'running'],
+    ]);
+    expect(new Set(events.rows.map((e) => e.tx)).size).toBe(1);
+    // a2 waits for a1's key: nothing to claim until a1 ends.
+    expect((await store.cycle([], ['w3/5'], 5000)).claimed).toEqual([]);
+    // Outcomes and a claim in one statement: a1 succeeds, free fails for good, b1 is retried,
+    // a run that lost its lease writes nothing; a1's key is still held when the claim looks.
+    const { finished, claimed: next } = await store.cycle(
+      [
+        { jobId: a1, runId: 'w3/1', ok: true, result: { n: 1 } },
+        { jobId: free, runId: 'w3/2', ok: false, error: 'bad', retryInMs: null },
+        { jobId: b1, runId: 'w3/3', ok: false, error: 'again', retryInMs: 60_000 },
+        { jobId: a2, runId: 'w3/gone', ok: true, result: null },
+      ],
+      ['w3/6'],
+      5000,
+    );
+    expect(finished.map((j) => j && [j.id, j.status, j.result, j.error])).toEqual([
+      [a1, 'succeeded', { n: 1 }, null],
+      [free, 'failed', null, 'bad'],
+      [b1, 'queued', null, 'again'],
+      null,
+    ]);
+    expect(next).toEqual([]);
+    const { claimed: after } = await store.cycle([], ['w3/7'], 5000);
+    expect(after.map((c) => c.job.id)).toEqual([a2]);
+  });
+});

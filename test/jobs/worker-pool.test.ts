@@ -1,11 +1,14 @@
 /**
  * A worker process killed mid-job (SIGKILL, no goodbye): the job's lease lapses, another
  * worker claims it, and it succeeds exactly once; the dead worker's half-done transaction
- * leaves nothing behind.
+ * leaves nothing behind. Batches: jobs claimed, logged and finished many to a commit still
+ * get each of their events once and in order, also when a batch's connection is killed.
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import pg from 'pg';
 import { describe, expect, it } from 'vitest';
+import { HeraldError } from '../../src/errors.ts';
 import { buildArchive } from '../../src/registry/archive.ts';
 import { blockPublishes } from '../support/blocker.ts';
 import { createTestDatabase } from '../support/db.ts';
@@ -141,5 +144,196 @@ describe('timeouts and the health-check ping', () => {
     expect(hits.every((u) => u === '/ping/abc')).toBe(true);
     // The URL identifies the check: it never reaches the logs.
     expect(h.logs.join('')).not.toContain('/ping/abc');
+  });
+});
+
+/** The line a run whose outcome could not be written leaves (a lost connection is an internal error, retried). */
+const FAILED_LINE = 'log:attempt 1 failed: internal error (details in the server log); retrying';
+
+/** A job's events on `job:<id>`, in id order: `status:<status>` or `log:<message>`, with the commit (xmin) of each. */
+async function jobEvents(pool: pg.Pool, jobId: number): Promise<{ what: string; tx: string }[]> {
+  const { rows } = await pool.query<{ what: string; tx: string }>(
+    `select case type when 'status' then 'status:' || (data->>'status') else type || ':' || (data->>'message') end as what, xmin::text as tx
+     from herald.events where topic = $1 order by id`,
+    [`job:${jobId}`],
+  );
+  return rows;
+}
+
+/** How many `created` and `finished` events `jobs` has for each job id. */
+async function jobsTopicCounts(pool: pg.Pool): Promise<Map<number, string[]>> {
+  const { rows } = await pool.query<{ id: number; types: string[] }>(
+    `select (data->>'id')::bigint as id, array_agg(type order by id) as types from herald.events where topic = 'jobs' group by 1`,
+  );
+  return new Map(rows.map((r) => [r.id, r.types]));
+}
+
+describe('batches', () => {
+  it('every job of a batch gets queued → running → succeeded or failed once, in order, with its log lines in order', async () => {
+    const db = await createTestDatabase();
+    cleanups.push(db.drop);
+    const h = await startTestHerald(
+      db.url,
+      { workers: 4 },
+      {
+        handlers: {
+          'batch-ok': {
+            async run(job, jc) {
+              for (const n of [1, 2, 3]) await jc.log('info', `job ${job.id} line ${n}`);
+            },
+          },
+          'batch-bad': {
+            async run(job, jc) {
+              await jc.log('warn', `job ${job.id} about to fail`);
+              throw new HeraldError('HERALD_ERR_BAD_REQUEST', `job ${job.id} refused`);
+            },
+          },
+          'batch-effects': {
+            async run(job, jc) {
+              await jc.log('info', `job ${job.id} committing`);
+              await jc.commit(async (tx) => (await tx.query('select $1::int as n', [job.id])).rows[0].n);
+            },
+          },
+        },
+      },
+    );
+    cleanups.push(h.close);
+    const pool = h.ctx.pool;
+    // All in one commit, so the pool finds them together and claims a slot-full at a time.
+    const types = Array.from({ length: 24 }, (_, i) => ['batch-ok', 'batch-ok', 'batch-bad', 'batch-effects'][i % 4]!);
+    const { rows } = await pool.query<{ id: number }>(
+      `select herald.submit_job(t, '{}', null, 1) as id from unnest($1::text[]) with ordinality u(t, n) order by n`,
+      [types],
+    );
+    const ids = rows.map((r) => r.id);
+    await until(
+      async () => {
+        const c = await h.jobs.counts();
+        return c.succeeded + c.failed === ids.length;
+      },
+      20_000,
+      'every job to finish',
+    );
+
+    const commits = { running: new Map<string, number>(), final: new Map<string, number>(), log: new Map<string, number>() };
+    const bump = (m: Map<string, number>, tx: string) => m.set(tx, (m.get(tx) ?? 0) + 1);
+    for (const [i, id] of ids.entries()) {
+      const events = await jobEvents(pool, id);
+      const expected = {
+        'batch-ok': ['status:queued', 'status:running', ...[1, 2, 3].map((n) => `log:job ${id} line ${n}`), 'status:succeeded'],
+        'batch-bad': ['status:queued', 'status:running', `log:job ${id} about to fail`, `log:failed: job ${id} refused`, 'status:failed'],
+        'batch-effects': ['status:queued', 'status:running', `log:job ${id} committing`, 'status:succeeded'],
+      }[types[i]!]!;
+      expect(events.map((e) => e.what)).toEqual(expected);
+      bump(commits.running, events[1]!.tx);
+      bump(commits.final, events.at(-1)!.tx);
+      for (const e of events.filter((e) => e.what.startsWith('log:'))) bump(commits.log, e.tx);
+      const job = (await h.jobs.get(id))!;
+      expect(job.status).toBe(types[i] === 'batch-bad' ? 'failed' : 'succeeded');
+      expect(job.attempts).toBe(1);
+      if (types[i] === 'batch-effects') expect(job.result).toBe(id);
+    }
+    // `jobs` carries each job's creation and end once.
+    const topic = await jobsTopicCounts(pool);
+    for (const id of ids) expect(topic.get(id)).toEqual(['created', 'finished']);
+    // And the work really went in batches: several jobs claimed, finished, logged per commit.
+    const most = (m: Map<string, number>) => Math.max(...m.values());
+    expect(most(commits.running)).toBe(4);
+    expect(most(commits.final)).toBeGreaterThan(1);
+    expect(most(commits.log)).toBeGreaterThan(1);
+    expect((await pool.query('select count(*)::int as n from herald.pending')).rows[0].n).toBe(0);
+  });
+
+  it("a batch's connection killed mid-write: nothing lost or doubled; the lease lapses and the job runs again", async () => {
+    const db = await createTestDatabase();
+    cleanups.push(db.drop);
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((r) => (open = r));
+    let waiting = 0;
+    const h = await startTestHerald(
+      db.url,
+      { workers: 4, jobLeaseMs: 1000, jobPollMs: 200, jobRetryBackoffMs: 0 },
+      {
+        handlers: {
+          fault: {
+            async run(job, jc) {
+              await jc.log('info', `run ${job.attempts} start`);
+              if (job.attempts === 1) {
+                waiting++;
+                await gate;
+              }
+              await jc.log('info', `run ${job.attempts} end`);
+            },
+          },
+        },
+      },
+    );
+    cleanups.push(h.close);
+    const pool = h.ctx.pool;
+    const { rows } = await pool.query<{ id: number }>(`select herald.submit_job('fault', '{}') as id from generate_series(1, 4) order by 1`);
+    const ids = rows.map((r) => r.id);
+    await until(() => waiting === 4, 10_000, 'four runs at the gate');
+
+    // Every write of outcomes and claims touches herald.job_inputs: holding it makes each such
+    // write wait, while log lines (which do not touch it) go through.
+    const locker = new pg.Client({ connectionString: db.url });
+    locker.on('error', () => undefined);
+    await locker.connect();
+    cleanups.push(() => locker.end());
+    await locker.query('begin');
+    await locker.query('lock table herald.job_inputs in share mode');
+    // A terminated backend can still be listed, waiting, for a moment: never the same one twice.
+    const killed: number[] = [];
+    const killBlockedWrite = async () => {
+      let pid = 0;
+      await until(
+        async () => {
+          // By its lock, not its text: a prepared statement waits for its locks before
+          // pg_stat_activity shows it.
+          const r = await locker.query<{ pid: number }>(
+            `select pid from pg_locks
+             where locktype = 'relation' and not granted and relation = 'herald.job_inputs'::regclass
+               and database = (select oid from pg_database where datname = current_database()) and pid <> all($1::int[])`,
+            [killed],
+          );
+          pid = r.rows[0]?.pid ?? 0;
+          return pid > 0;
+        },
+        10_000,
+        'a blocked job write',
+      );
+      killed.push(pid);
+      await locker.query('select pg_terminate_backend($1)', [pid]);
+    };
+    open();
+    // The batch with the four successes dies mid-write, then the batch with their failures:
+    // nothing is recorded for those runs, only their leases are left, and those lapse.
+    await killBlockedWrite();
+    await killBlockedWrite();
+    await locker.query('commit');
+
+    await until(async () => (await h.jobs.counts()).succeeded === ids.length, 20_000, 'every job to succeed');
+    const topic = await jobsTopicCounts(pool);
+    for (const id of ids) {
+      // Run 1's lines and the line its failure left (lines are their own writes), then run 2
+      // whole: no `succeeded` or `queued` from the killed writes, and the lapsed lease shows
+      // nothing but the next claim's `running`.
+      expect((await jobEvents(pool, id)).map((e) => e.what)).toEqual([
+        'status:queued',
+        'status:running',
+        'log:run 1 start',
+        'log:run 1 end',
+        FAILED_LINE,
+        'status:running',
+        'log:run 2 start',
+        'log:run 2 end',
+        'status:succeeded',
+      ]);
+      expect(topic.get(id)).toEqual(['created', 'finished']);
+      const job = (await h.jobs.get(id))!;
+      expect(job.status).toBe('succeeded');
+      expect(job.attempts).toBe(2);
+    }
+    expect((await pool.query('select count(*)::int as n from herald.pending')).rows[0].n).toBe(0);
   });
 });

@@ -3,8 +3,10 @@
  * from raw ustar headers here, since well-behaved packers refuse to write them; everything is
  * local and in memory.
  */
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { rmSync, writeFileSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import { gzipSync } from 'node:zlib';
 import path from 'node:path';
@@ -19,8 +21,8 @@ import {
   DEFAULT_ARCHIVE_LIMITS,
   inspectArchive,
   type Manifest,
-  PACKAGE_NAME_RE,
 } from '../../src/registry/archive.ts';
+import { PACKAGE_NAME_RE } from '../../src/registry/names.ts';
 import { type RawEntry, rawHeader, rawTar, rawTgz } from '../support/tar.ts';
 
 const BAD = 'HERALD_ERR_BAD_REQUEST';
@@ -311,6 +313,88 @@ describe('inspectArchive', () => {
     expect(err.code).toBe(code);
     if (typeof message === 'string') expect(err.message).toContain(message);
     else expect(err.message).toMatch(message);
+  });
+
+  describe('after the end-of-archive marker only zero padding may follow', () => {
+    // The archive issue 14 found published and served: a traversal and a link to /etc/passwd
+    // behind the two zero blocks, where node-tar stops reading but `tar --ignore-zeros` (and
+    // other readers) go on.
+    const hidden: RawEntry[] = [
+      { name: '../../../../tmp/x', body: 'pwned' },
+      { name: 'link', type: '2', linkname: '/etc/passwd' },
+    ];
+    const manifestTar = (bodyBytes = 0) =>
+      rawTar(bodyBytes ? [manifestEntry, { name: 'pad.bin', body: Buffer.alloc(bodyBytes, 1) }] : [manifestEntry], { end: false });
+    const EOA = Buffer.alloc(1024);
+
+    it('the hidden entries are really there: GNU tar --ignore-zeros lists them, plain tar does not', () => {
+      const file = path.join(os.tmpdir(), `herald-hidden-${process.pid}.tgz`);
+      writeFileSync(file, gzipSync(Buffer.concat([manifestTar(), EOA, rawTar(hidden)])));
+      try {
+        const list = (args: string[]) =>
+          execFileSync('tar', [...args, '-tzf', file], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })
+            .trim()
+            .split('\n');
+        expect(list(['--ignore-zeros'])).toEqual(['manifest.json', '../../../../tmp/x', 'link']);
+        expect(list([])).toEqual(['manifest.json']);
+      } finally {
+        rmSync(file, { force: true });
+      }
+    });
+
+    const hiddenCases: { name: string; tar: () => Buffer }[] = [
+      { name: 'right after the marker, in the same chunk', tar: () => Buffer.concat([manifestTar(), EOA, rawTar(hidden)]) },
+      { name: 'after a lone zero block (GNU tar stops there too)', tar: () => Buffer.concat([manifestTar(), Buffer.alloc(512), rawTar(hidden)]) },
+      { name: 'after 40 KiB of zero padding, in a later chunk', tar: () => Buffer.concat([manifestTar(), Buffer.alloc(40 * 1024), rawTar(hidden)]) },
+      // zlib hands out 16 KiB chunks: the marker at the end of one, the entries in the next.
+      ...[-1024, -512, 0, 512].map((shift) => ({
+        name: `with the marker ${shift} bytes from the first 16 KiB chunk boundary`,
+        tar: () => {
+          const head = manifestTar(16 * 1024 + shift - 3 * 512);
+          return Buffer.concat([head, EOA, rawTar(hidden)]);
+        },
+      })),
+      { name: 'a single non-zero byte after the marker', tar: () => Buffer.concat([manifestTar(), EOA, Buffer.alloc(700), Buffer.from([1])]) },
+    ];
+    it.each(hiddenCases)('refuses data $name', async ({ tar: build }) => {
+      const err = await rejection(inspectArchive(gzipSync(build())));
+      expect(err.code).toBe(BAD);
+      expect(err.httpStatus).toBe(400);
+      expect(err.message).toBe('archive is not a valid tar: data after the end-of-archive marker');
+    });
+
+    it("accepts zero padding of any length after the marker (GNU tar pads to 10 KiB records), and GNU tar's own archives", async () => {
+      for (const pad of [0, 512, 9 * 1024, 100 * 1024]) {
+        const info = await inspectArchive(gzipSync(Buffer.concat([manifestTar(), EOA, Buffer.alloc(pad)])));
+        expect(info.files, `padding ${pad}`).toBe(1);
+      }
+      const dir = await mkdtemp(path.join(os.tmpdir(), 'herald-gnutar-'));
+      try {
+        await mkdir(path.join(dir, 'pkg', 'src'), { recursive: true });
+        await writeFile(path.join(dir, 'pkg', 'manifest.json'), manifestJson());
+        await writeFile(path.join(dir, 'pkg', 'src', 'index.js'), 'export {};\n'.repeat(3000));
+        execFileSync('tar', ['-czf', path.join(dir, 'pkg.tgz'), '-C', path.join(dir, 'pkg'), '.']);
+        const info = await inspectArchive(await readFile(path.join(dir, 'pkg.tgz')));
+        expect(info.manifest).toEqual(MANIFEST);
+        expect(info.files).toBe(2);
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    });
+
+    it('refuses a pax size that differs from the tar header, which would make the blocks read two ways', async () => {
+      // By its header `a` is empty and the next header is the hidden link; by the pax size the
+      // link's header is `a`'s body. Readers that ignore pax see a link nobody checked.
+      const paxSize = (n: number): RawEntry => ({ name: 'PaxHeader/a', type: 'x', body: `${String(n).length + 9} size=${n}\n` });
+      const err = await rejection(
+        inspectArchive(rawTgz([manifestEntry, paxSize(512), { name: 'a', body: '' }, { name: 'link', type: '2', linkname: '/etc/passwd' }])),
+      );
+      expect(err.code).toBe(BAD);
+      expect(err.message).toBe('archive is not a valid tar: entry "a" is 512 bytes by its pax header but 0 by its tar header');
+      // A pax size equal to the header's, as node-tar's packer writes them, is fine.
+      const info = await inspectArchive(rawTgz([manifestEntry, paxSize(3), { name: 'a', body: 'abc' }]));
+      expect(info.files).toBe(2);
+    });
   });
 
   it('rejects a corrupted byte in the compressed stream as bad_request', async () => {

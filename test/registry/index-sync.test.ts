@@ -31,7 +31,9 @@ afterAll(async () => {
 
 const sign = (body: string, secret = SECRET) => `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
 
-async function hook(h: TestHerald, body = '{"ref":"refs/heads/master"}', headers: Record<string, string> = {}) {
+let pushes = 0;
+/** A signed delivery; by default a new push each time, as GitHub sends them (the same body again is a replay: webhook.test.ts). */
+async function hook(h: TestHerald, body = `{"ref":"refs/heads/master","after":"${++pushes}"}`, headers: Record<string, string> = {}) {
   return fetch(`${h.url}/_/index-webhook`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', 'x-hub-signature-256': sign(body), ...headers },
@@ -242,7 +244,7 @@ describe('index sync', () => {
     const db = await createTestDatabase();
     cleanups.push(db.drop);
     const names = [...files.values()].map((ls) => JSON.parse(ls.find((l) => l.endsWith('}'))!).name as string);
-    const h = await startTestHerald(db.url, { indexSourceUrl: base, indexNames: names, indexFetchConcurrency: 4, workers: 1 });
+    const h = await startTestHerald(db.url, { indexSourceUrl: base, indexNames: names, indexFetchConcurrency: 4, indexWebhookSecrets: [SECRET], workers: 1 });
     cleanups.push(h.close);
     const first = await finished(h, ((await (await hook(h)).json()) as { jobId: number }).jobId);
     expect(first.result).toMatchObject({ files: 40, unchangedFiles: 0, versions: 120, added: 120, problems: 1 });

@@ -1,4 +1,5 @@
 /** A raw `ws` test client that records every frame and the close. */
+import { ROUTES } from 'herald-client/protocol';
 import WebSocket from 'ws';
 
 export interface WsMessage {
@@ -19,7 +20,7 @@ export interface WsClient {
 
 export function openWs(url: string, headers: Record<string, string> = {}): Promise<WsClient> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(url.replace(/^http/, 'ws') + (url.includes('/v1/ws') ? '' : '/v1/ws'), { headers });
+    const ws = new WebSocket(url.replace(/^http/, 'ws') + (url.includes(ROUTES.ws) ? '' : ROUTES.ws), { headers });
     const messages: WsMessage[] = [];
     const raw: string[] = [];
     const waiters: { pred: (m: WsMessage) => boolean; resolve: (m: WsMessage) => void }[] = [];

@@ -1,21 +1,31 @@
 /**
  * connect(): a WebSocket subscription that survives disconnects. It resumes from the last
  * delivered id (or a later checkpoint) with capped, jittered backoff, drops any id it has
- * already delivered, and stops on errors that retrying cannot fix (cursor_expired,
- * epoch_mismatch, cursor_ahead, forbidden, bad_request, unauthorized, and in Node a refused
- * upgrade), reporting them to the caller.
+ * already delivered, and stops on errors that retrying cannot fix, reporting them to the
+ * caller. Which errors those are is the server's to say: every error carries `retryable`,
+ * and close codes and refused upgrades are looked up in the wire module's one table
+ * (protocol.ts), so this file keeps no list of its own. With `getToken` it refreshes an
+ * expired JWT over the same connection (`auth`) and resumes, once per expiry.
  * Works in browsers (global WebSocket) and in Node (the `ws` package).
  */
+import {
+  type AuthMessage,
+  BACKOFF_INITIAL_MS,
+  backoffMs,
+  type CloseReason,
+  type HeraldEvent,
+  isRetryable,
+  QUERY,
+  ROUTES,
+  type SubscribeMessage,
+  type WsServerMessage,
+  wireCodeOfClose,
+  wireCodeOfStatus,
+} from './protocol.js';
 
-/** An event as delivered to `onEvent`. */
-export interface HeraldEvent<T = unknown> {
-  id: number;
-  topic: string;
-  type: string;
-  data: T;
-  at: string;
-}
+export type { HeraldEvent } from './protocol.js';
 
+/** Where a connection is: `connecting` (initial, not reported), `open`, `reconnecting`, `closed`. */
 export type ClientState = 'connecting' | 'open' | 'reconnecting' | 'closed';
 
 /** Why the connection is about to reconnect, and when (`onReconnect`). */
@@ -33,14 +43,18 @@ export interface ReconnectInfo {
 /** An error the server reported that ends the subscription (the caller decides what next). */
 export class HeraldClientError extends Error {
   override readonly name = 'HeraldClientError';
+  /** Whether the same subscription may succeed later: false for every error that reaches `onError`. */
+  readonly retryable: boolean;
   constructor(
     /** Wire code: cursor_expired, epoch_mismatch, cursor_ahead, forbidden, bad_request, … */
     readonly code: string,
     message: string,
     /** The rest of the error frame (`oldest`, `head`, `epoch`, `position`, …). */
     readonly details: Record<string, unknown>,
+    retryable?: unknown,
   ) {
     super(message);
+    this.retryable = isRetryable(code, retryable);
   }
 }
 
@@ -54,8 +68,10 @@ export interface WebSocketLike {
   send(data: string): void;
   close(code?: number, reason?: string): void;
 }
+/** A WebSocket class: the global one, `ws`'s, or a test's. */
 export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
 
+/** What connect() is given: where, what, from where, and the callbacks. */
 export interface ConnectOptions<T = unknown> {
   /** `ws(s)://host/v1/ws`, or the server's `http(s)://host` base URL. */
   url: string;
@@ -65,9 +81,22 @@ export interface ConnectOptions<T = unknown> {
   since?: number | 'now';
   /** The epoch the `since` cursor belongs to, if known (checked by the server). */
   epoch?: string;
-  /** Read token for private topics (sent as `?token=`). */
+  /** A read token or a JWT, for private topics (sent as `?token=`). */
   token?: string;
+  /**
+   * Returns a fresh token (a JWT) when the server says the one in use expired
+   * (`token_expired`, or a refused upgrade): the client sends it over the same connection
+   * (`auth`) and resumes from its position. Asked once per expiry: a second expiry before a
+   * stream is running again is fatal, as is a token the server refuses. Also asked for the
+   * first connection when `token` is not given.
+   */
+  getToken?(): string | Promise<string>;
+  /** Each matching event, in id order, each id once. */
   onEvent(event: HeraldEvent<T>): void;
+  /**
+   * The position moved without an event (past events the filter did not want): a
+   * checkpoint, or the position a retryable error or a close reported. Store it with the epoch.
+   */
   onCheckpoint?(id: number): void;
   /** A fatal error: the connection is closed and will not reconnect. */
   onError?(error: HeraldClientError): void;
@@ -80,6 +109,7 @@ export interface ConnectOptions<T = unknown> {
   WebSocket?: WebSocketConstructor;
 }
 
+/** A live subscription: its state and resume point, and close(). */
 export interface HeraldConnection {
   readonly state: ClientState;
   /** Resume point: every matching event up to it has been delivered. Undefined until known. */
@@ -90,19 +120,29 @@ export interface HeraldConnection {
   close(): void;
 }
 
-/** Server error codes after which retrying the same subscription cannot succeed. */
-const FATAL = new Set(['cursor_expired', 'epoch_mismatch', 'cursor_ahead', 'forbidden', 'bad_request', 'unauthorized', 'not_found']);
-
-/** Close codes the server sends with a meaning of its own (docs/protocol.md "Close codes"), as wire codes. */
-const CLOSE_CODE_WIRE: Record<number, string> = { 1001: 'shutting_down', 1008: 'rate_limited', 4008: 'slow_consumer' };
-
+/** The WebSocket URL for `url` (an http(s) base URL gets ws(s) and the `/v1/ws` route). */
 function wsUrl(url: string, token: string | undefined): string {
   const u = new URL(url);
   if (u.protocol === 'http:') u.protocol = 'ws:';
   if (u.protocol === 'https:') u.protocol = 'wss:';
-  if (u.pathname === '/' || u.pathname === '') u.pathname = '/v1/ws';
-  if (token) u.searchParams.set('token', token);
+  if (u.pathname === '/' || u.pathname === '') u.pathname = ROUTES.ws;
+  if (token) u.searchParams.set(QUERY.token, token);
   return u.toString();
+}
+
+/** The message of anything thrown (the client cannot use the server's coerceError). */
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** The JSON of a Herald close reason, or {} for another peer's text (or none). */
+function parseCloseReason(reason: string): Partial<CloseReason> {
+  try {
+    const parsed: unknown = JSON.parse(reason);
+    return typeof parsed === 'object' && parsed !== null ? (parsed as Partial<CloseReason>) : {};
+  } catch {
+    return {};
+  }
 }
 
 async function defaultWebSocket(): Promise<WebSocketConstructor> {
@@ -112,8 +152,9 @@ async function defaultWebSocket(): Promise<WebSocketConstructor> {
   return mod.WebSocket;
 }
 
+/** Opens a subscription that reconnects and resumes by itself until close() or a fatal error. */
 export function connect<T = unknown>(opts: ConnectOptions<T>): HeraldConnection {
-  const initialMs = opts.backoff?.initialMs ?? 100;
+  const initialMs = opts.backoff?.initialMs ?? BACKOFF_INITIAL_MS;
   const maxMs = opts.backoff?.maxMs ?? 10_000;
   let state = 'connecting' as ClientState;
   // A function, not an inline comparison: TypeScript would keep the narrowed state across awaits.
@@ -121,6 +162,12 @@ export function connect<T = unknown>(opts: ConnectOptions<T>): HeraldConnection 
   let position: number | undefined = typeof opts.since === 'number' ? opts.since : undefined;
   let epoch = opts.epoch;
   let socket: WebSocketLike | null = null;
+  let token = opts.token;
+  // True from a refresh (getToken) until a stream runs again: a second expiry then is fatal,
+  // so a getToken that hands out stale tokens cannot loop.
+  let refreshed = false;
+  // Set by a refresh after token_expired: the `authed` answer resumes the stream.
+  let resubscribeOnAuth = false;
   let attempt = 0;
   let timer: ReturnType<typeof setTimeout> | null = null;
   // Why the current socket is ending, for onReconnect: the server's error code that made us
@@ -150,21 +197,53 @@ export function connect<T = unknown>(opts: ConnectOptions<T>): HeraldConnection 
     opts.onError?.(err);
   };
 
+  /**
+   * Moves a known position up to a stream's own (an error's or a close reason's `position`):
+   * every matching event up to it was sent before the message that reports it, so it has
+   * arrived, and resuming there skips the events the filter did not want.
+   */
+  const advance = (to: unknown) => {
+    if (position === undefined || typeof to !== 'number' || to <= position) return;
+    position = to;
+    opts.onCheckpoint?.(to);
+  };
+
   const scheduleReconnect = (reason: string, code: string | undefined) => {
     if (closed()) return;
     setState('reconnecting');
-    const base = Math.min(maxMs, initialMs * 2 ** Math.min(attempt, 20));
+    const delayMs = backoffMs(attempt, maxMs, initialMs);
     attempt++;
-    const delayMs = base * (0.5 + Math.random() / 2);
     timer = setTimeout(() => {
       timer = null;
       void open();
     }, delayMs);
-    opts.onReconnect?.({ attempt, delayMs: Math.round(delayMs), reason, ...(code ? { code } : {}) });
+    opts.onReconnect?.({ attempt, delayMs, reason, ...(code ? { code } : {}) });
+  };
+
+  const sendSubscribe = (ws: WebSocketLike) => {
+    const subscribe: SubscribeMessage = { op: 'subscribe', topics: opts.topics, since: position ?? opts.since ?? 'now', ...(epoch ? { epoch } : {}) };
+    ws.send(JSON.stringify(subscribe));
+  };
+
+  /** The stream ended with token_expired: a new token over the same connection, then `subscribe` again on `authed`. */
+  const refresh = async (ws: WebSocketLike) => {
+    refreshed = true;
+    let fresh: string;
+    try {
+      fresh = await opts.getToken!();
+    } catch (err) {
+      if (socket === ws) fail(new HeraldClientError('token_expired', `the token expired and getToken() failed: ${messageOf(err)}`, {}, false));
+      return;
+    }
+    if (socket !== ws || closed()) return;
+    token = fresh;
+    resubscribeOnAuth = true;
+    const auth: AuthMessage = { op: 'auth', token: fresh };
+    ws.send(JSON.stringify(auth));
   };
 
   const onMessage = (raw: string) => {
-    let msg: { op?: string; [k: string]: unknown };
+    let msg: WsServerMessage<T>;
     try {
       msg = JSON.parse(raw);
     } catch {
@@ -172,37 +251,46 @@ export function connect<T = unknown>(opts: ConnectOptions<T>): HeraldConnection 
     }
     switch (msg.op) {
       case 'event': {
-        const id = msg.id as number;
         // Never deliver an id twice, whatever the server or a reconnect does.
-        if (position !== undefined && id <= position) return;
-        position = id;
+        if (position !== undefined && msg.id <= position) return;
+        position = msg.id;
         const { op: _op, ...event } = msg;
-        opts.onEvent(event as unknown as HeraldEvent<T>);
+        opts.onEvent(event);
         return;
       }
-      case 'checkpoint': {
-        const id = msg.id as number;
-        if (position === undefined || id > position) {
-          position = id;
-          opts.onCheckpoint?.(id);
+      case 'checkpoint':
+        if (position === undefined || msg.id > position) {
+          position = msg.id;
+          opts.onCheckpoint?.(msg.id);
         }
         return;
-      }
       case 'subscribed':
-        epoch = msg.epoch as string;
-        if (position === undefined) position = msg.since as number;
+        epoch = msg.epoch;
+        if (position === undefined) position = msg.since;
         attempt = 0;
+        refreshed = false;
         setState('open');
         resolveReady();
         return;
+      case 'authed':
+        if (resubscribeOnAuth && socket) {
+          resubscribeOnAuth = false;
+          sendSubscribe(socket);
+        }
+        return;
       case 'error': {
-        const { op: _op, code, message, ...details } = msg;
-        const err = new HeraldClientError(String(code), String(message), details);
-        if (FATAL.has(err.code)) fail(err);
+        const { op: _op, code, message, retryable, ...details } = msg;
+        const err = new HeraldClientError(String(code), String(message), details, retryable);
+        if (err.code === 'token_expired' && opts.getToken && !refreshed && socket) {
+          advance(details.position);
+          void refresh(socket);
+        } else if (!err.retryable) fail(err);
         else {
-          // Anything else (the database restarting…): start over from our position.
+          // Anything else (the database restarting…): start over from our position, or the
+          // stream's if it got further.
+          advance(details.position);
           retryCode = err.code;
-          socket?.close(4000, 'retry');
+          socket?.close(1000, 'retry');
         }
         return;
       }
@@ -217,32 +305,51 @@ export function connect<T = unknown>(opts: ConnectOptions<T>): HeraldConnection 
     try {
       Ctor = opts.WebSocket ?? (await defaultWebSocket());
     } catch (err) {
-      fail(new HeraldClientError('no_websocket', `no WebSocket implementation: ${(err as Error).message}`, {}));
+      fail(new HeraldClientError('no_websocket', `no WebSocket implementation: ${messageOf(err)}`, {}, false));
       return;
     }
     if (closed()) return;
-    const ws = new Ctor(wsUrl(opts.url, opts.token));
+    if (token === undefined && opts.getToken) {
+      try {
+        token = await opts.getToken();
+      } catch (err) {
+        scheduleReconnect(`getToken() failed: ${messageOf(err)}`, undefined);
+        return;
+      }
+      if (closed()) return;
+    }
+    const ws = new Ctor(wsUrl(opts.url, token));
     socket = ws;
     retryCode = undefined;
     socketError = undefined;
     let opened = false;
     ws.onopen = () => {
       opened = true;
-      const since = position ?? opts.since ?? 'now';
-      ws.send(JSON.stringify({ op: 'subscribe', topics: opts.topics, since, ...(epoch ? { epoch } : {}) }));
+      resubscribeOnAuth = false;
+      sendSubscribe(ws);
     };
     ws.onmessage = (ev) => {
       if (socket === ws) onMessage(typeof ev.data === 'string' ? ev.data : String(ev.data));
     };
     ws.onerror = (ev) => {
-      // Node's `ws` reports a refused upgrade with its status; retrying cannot fix 401/403/404.
+      // Node's `ws` reports a refused upgrade with its status: a status that names one wire
+      // code that retrying cannot fix (401, 403, 404, …) is fatal; 503 and the like are retried.
       // (Browsers do not expose the status: there the client keeps retrying with backoff.)
       const message = (ev as { message?: unknown } | null)?.message;
       if (typeof message === 'string' && message !== '' && socket === ws) socketError = message;
-      const m = /Unexpected server response: (40[134])/.exec(String(message ?? ''));
-      if (m && socket === ws) {
-        const code = { '401': 'unauthorized', '403': 'forbidden', '404': 'not_found' }[m[1] as '401' | '403' | '404'];
-        fail(new HeraldClientError(code, `the server refused the connection (${m[1]})`, {}));
+      const status = /Unexpected server response: (\d{3})/.exec(String(message ?? ''))?.[1];
+      const refused = status === undefined ? undefined : wireCodeOfStatus(Number(status));
+      if (refused === 'unauthorized' && opts.getToken && !refreshed && socket === ws) {
+        // The token was refused before a stream ran (a key rotated, a token that went stale
+        // while disconnected): one new token, then connect again.
+        refreshed = true;
+        token = undefined;
+        socket = null;
+        scheduleReconnect(`server: unauthorized (${status}): getting a new token`, refused);
+        return;
+      }
+      if (refused !== undefined && !isRetryable(refused) && socket === ws) {
+        fail(new HeraldClientError(refused, `the server refused the connection (${status})`, {}, false));
         return;
       }
       // A connection that failed before opening: some implementations (Node 22's built-in
@@ -261,9 +368,15 @@ export function connect<T = unknown>(opts: ConnectOptions<T>): HeraldConnection 
     ws.onclose = (ev) => {
       if (socket !== ws) return;
       socket = null;
-      const code = retryCode ?? CLOSE_CODE_WIRE[ev.code];
-      if (code) scheduleReconnect(`server: ${code}`, code);
-      else if (!opened && socketError) scheduleReconnect(`connection failed: ${socketError}`, undefined);
+      const code = retryCode ?? wireCodeOfClose(ev.code);
+      const { message, ...details } = parseCloseReason(ev.reason);
+      if (code && !isRetryable(code)) {
+        // A close that retrying cannot fix (1009: our subscribe is over the server's limit).
+        fail(new HeraldClientError(code, message ?? `the server closed the connection (${ev.code})`, details, false));
+      } else if (code) {
+        advance(details.position);
+        scheduleReconnect(`server: ${code}`, code);
+      } else if (!opened && socketError) scheduleReconnect(`connection failed: ${socketError}`, undefined);
       else scheduleReconnect(`connection closed: ${ev.code}`, undefined);
     };
   };
@@ -288,7 +401,7 @@ export function connect<T = unknown>(opts: ConnectOptions<T>): HeraldConnection 
       const ws = socket;
       socket = null;
       ws?.close(1000);
-      rejectReady(new HeraldClientError('closed', 'connection closed before it was subscribed', {}));
+      rejectReady(new HeraldClientError('closed', 'connection closed before it was subscribed', {}, false));
     },
   };
 }

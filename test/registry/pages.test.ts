@@ -29,11 +29,11 @@ async function start(): Promise<TestHerald> {
 }
 
 beforeAll(async () => {
-  if (!haveChromium) return;
   db = await createTestDatabase();
   port = await freePort();
   herald = await start();
   token = await herald.tokens.create('web', false);
+  if (!haveChromium) return;
   browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
@@ -49,6 +49,45 @@ afterAll(async () => {
 async function logLines(page: Page): Promise<{ id: string; text: string }[]> {
   return page.$$eval('#log li', (lis) => lis.map((li) => ({ id: (li as HTMLElement).dataset.id!, text: li.textContent ?? '' })));
 }
+
+// Exactly what every page answers with (src/registry/pages.ts PAGE_SECURITY_HEADERS).
+const SECURITY_HEADERS = {
+  'content-security-policy':
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+  'x-content-type-options': 'nosniff',
+  'x-frame-options': 'DENY',
+  'referrer-policy': 'no-referrer',
+};
+
+describe('security headers', () => {
+  it('every page, error page, stylesheet and script carries the CSP, nosniff, no framing and no referrer', async () => {
+    const { job } = await herald.jobs.submit({ type: 'takedown', payload: { package: 'headers' }, maxAttempts: 1 });
+    const requests: [string, RequestInit | undefined, number, string][] = [
+      ['/', undefined, 200, 'text/html'],
+      ['/events?topic=jobs', undefined, 200, 'text/html'],
+      [`/jobs/${job.id}`, undefined, 200, 'text/html'],
+      ['/jobs/abc', undefined, 400, 'text/html'],
+      ['/jobs/987654321', undefined, 404, 'text/html'],
+      ['/packages/Not-A-Name', undefined, 400, 'text/html'],
+      ['/packages/no-such-package', undefined, 404, 'text/html'],
+      ['/takedown', undefined, 200, 'text/html'],
+      ['/takedown', { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'package=..' }, 400, 'text/html'],
+      ['/static/style.css', undefined, 200, 'text/css'],
+      ['/assets/job.js', undefined, 200, 'text/javascript'],
+    ];
+    for (const [path, init, status, type] of requests) {
+      const res = await fetch(`${herald.url}${path}`, init);
+      await res.arrayBuffer();
+      expect(res.status, path).toBe(status);
+      expect(res.headers.get('content-type'), path).toMatch(new RegExp(`^${type}; charset=`));
+      for (const [name, value] of Object.entries(SECURITY_HEADERS)) expect(res.headers.get(name), `${path} ${name}`).toBe(value);
+    }
+    // The API and the event transports are not pages: no page policy there.
+    const api = await fetch(`${herald.url}/api/v1/jobs/${job.id}`);
+    await api.arrayBuffer();
+    expect(api.headers.get('content-security-policy')).toBeNull();
+  });
+});
 
 describe.skipIf(!haveChromium)('web pages in Chromium', () => {
   it("/jobs/<id> shows a publishing job's log lines in order as they commit, and the final status without a reload", async () => {
@@ -268,6 +307,42 @@ describe.skipIf(!haveChromium)('web pages in Chromium', () => {
     await page.waitForFunction(() => document.querySelector('#pending')?.textContent === '1 new while paused');
     await page.click('#pause');
     await page.waitForFunction(() => document.querySelectorAll('#events li').length >= 2);
+    await page.close();
+  });
+  it('the pages work under their policy: no violation on any page, the job page follows over WebSocket, and an injected inline script does not run', async () => {
+    await until(async () => (await fetch(`${herald.url}/api/packages/web-pkg`)).status === 200, 20_000, 'the export of web-pkg');
+    const { job } = await herald.jobs.submit({ type: 'takedown', payload: { package: 'csp' }, maxAttempts: 1 });
+    const page = await browser.newPage();
+    await page.addInitScript(() => {
+      const w = window as unknown as { violations: string[] };
+      w.violations = [];
+      document.addEventListener('securitypolicyviolation', (e) => w.violations.push(`${e.effectiveDirective} ${e.blockedURI}`));
+    });
+    const sockets: string[] = [];
+    page.on('websocket', (ws) => sockets.push(new URL(ws.url()).pathname));
+    const violations = () => page.evaluate(() => (window as unknown as { violations: string[] }).violations);
+    for (const path of ['/', '/events', '/packages/web-pkg', '/takedown']) {
+      expect((await page.goto(`${herald.url}${path}`))!.status(), path).toBe(200);
+      if (path === '/') await page.waitForFunction(() => /^\d+$/.test(document.querySelector('#head')?.textContent ?? ''));
+      if (path === '/events') await page.waitForFunction(() => document.querySelector('#connection')?.textContent === 'live');
+      // The stylesheet applied: the header is laid out as a flex row by /static/style.css.
+      expect(await page.evaluate(() => getComputedStyle(document.querySelector('header')!).display), path).toBe('flex');
+      expect(await violations(), path).toEqual([]);
+    }
+    await page.goto(`${herald.url}/jobs/${job.id}`);
+    await page.waitForFunction(() => document.querySelector('#connection')?.textContent === 'live');
+    expect(sockets).toContain('/v1/ws');
+    expect(await violations()).toEqual([]);
+    // What the policy is for: markup that slipped through would not run.
+    const ran = await page.evaluate(() => {
+      const s = document.createElement('script');
+      s.textContent = 'window.injected = true';
+      document.body.append(s);
+      return (window as unknown as { injected?: boolean }).injected ?? false;
+    });
+    expect(ran).toBe(false);
+    await page.waitForFunction(() => (window as unknown as { violations: string[] }).violations.length > 0);
+    expect(await violations()).toEqual(['script-src-elem inline']);
     await page.close();
   });
 });

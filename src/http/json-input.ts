@@ -7,6 +7,7 @@
  * naming what was found and where. The scan builds no values: it measures, and on request
  * reports where values start and end, so a caller can hand PostgreSQL the text as sent.
  */
+import type { IncomingMessage } from 'node:http';
 import express, { type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import { HeraldError } from '../errors.ts';
 
@@ -308,8 +309,8 @@ const UTF8 = new TextDecoder('utf-8', { fatal: true });
  * The text of a body read by `express.raw` (already inflated per Content-Encoding): UTF-8
  * only, as RFC 8259 asks of JSON, and never with bytes silently replaced.
  */
-export function bodyText(req: Request): string {
-  const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(req.get('content-type') ?? '')?.[1]?.toLowerCase();
+export function bodyText(req: IncomingMessage & { body?: unknown }): string {
+  const charset = /;\s*charset\s*=\s*"?([^";\s]+)/i.exec(req.headers['content-type'] ?? '')?.[1]?.toLowerCase();
   if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8') {
     throw new HeraldError('HERALD_ERR_UNSUPPORTED_MEDIA_TYPE', `charset ${JSON.stringify(charset.slice(0, 40))} is not supported: send the body in UTF-8`);
   }

@@ -13,7 +13,7 @@ import type { Stats } from 'node:fs';
 import { chmod, copyFile, lstat, mkdir, readdir, readFile, readlink, realpath, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { HeraldError } from '../errors.ts';
+import { coerceError, HeraldError } from '../errors.ts';
 
 /** Where root keeps the binaries cache and relocated data directories. */
 export const ROOT_STATE_DIR = '/var/lib/herald';
@@ -35,6 +35,7 @@ export interface RunAs {
   gid: number;
 }
 
+/** What planRootRun() needs to decide where PostgreSQL runs from when Herald is root. */
 export interface RootPlanOptions {
   /** The package's `native/` tree (bin, lib, share). */
   nativeDir: string;
@@ -44,13 +45,16 @@ export interface RootPlanOptions {
   dataDir: string;
   /** Root of the cache and relocated data (default ROOT_STATE_DIR). */
   stateDir: string;
+  /** Told each decision worth a log line (a user created, binaries copied, data relocated). */
   notice: (message: string) => void;
 }
 
+/** planRootRun()'s answer: who runs PostgreSQL, from which binaries, on which data directory. */
 export interface RootPlan {
   runAs: RunAs;
   /** The `native/` tree to run: the package's own, or the cached copy. */
   nativeDir: string;
+  /** The data directory to use: the one asked for, or its relocated stand-in. */
   dataDir: string;
   /** Set when the data directory was relocated: the folder made for it (removed with non-persistent data). */
   relocatedRoot?: string;
@@ -104,7 +108,7 @@ async function ensureRunAsUser(notice: (message: string) => void): Promise<RunAs
   } catch (err) {
     throw new HeraldError(
       'HERALD_ERR_CONFIG',
-      `PostgreSQL refuses to run as root, and the system user "${RUN_AS_USER}" to run it as could not be created (${(err as Error).message.trim()}). Create it (useradd --system ${RUN_AS_USER}), run Herald as an ordinary user, or set DATABASE_URL`,
+      `PostgreSQL refuses to run as root, and the system user "${RUN_AS_USER}" to run it as could not be created (${coerceError(err).message.trim()}). Create it (useradd --system ${RUN_AS_USER}), run Herald as an ordinary user, or set DATABASE_URL`,
       {},
       { cause: err },
     );

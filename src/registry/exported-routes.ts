@@ -1,5 +1,6 @@
 /**
- * Serves the exported static API from the bucket, as a load balancer pointed at it would:
+ * Serves the registry's exported static API (what exporter/ writes) from the bucket, as a
+ * load balancer pointed at it would:
  * `GET /api/packages/<name>`, `/api/packages/<name>/advisories` and `/api/archives/<file>`
  * from the configured prefix (`latest`, or a release's own prefix for a rollback), with the
  * stored Content-Type, Content-Encoding and Cache-Control, an ETag of the content hash, and
@@ -10,10 +11,12 @@ import { promisify } from 'node:util';
 import { gunzip } from 'node:zlib';
 import { type Request, type Response, Router } from 'express';
 import { HeraldError } from '../errors.ts';
-import { assertPackageName } from '../registry/archive.ts';
-import type { Bucket } from './bucket.ts';
+import type { Bucket } from '../exporter/bucket.ts';
+import { assertPackageName } from './archive.ts';
+import { PACKAGE_NAME_PATTERN } from './names.ts';
 
-const ARCHIVE_FILE_RE = /^([a-z0-9][a-z0-9_-]{0,63})-(\d[0-9A-Za-z.+-]{0,255})\.tar\.gz$/;
+// `<name>-<version>.tar.gz`, as exporter/render.ts archiveKey() names archives.
+const ARCHIVE_FILE_RE = new RegExp(`^(${PACKAGE_NAME_PATTERN})-(\\d[0-9A-Za-z.+-]{0,255})\\.tar\\.gz$`);
 const gunzipAsync = promisify(gunzip);
 
 /**
@@ -37,6 +40,7 @@ function acceptsGzip(header: string | undefined): boolean {
   return (gzip ?? star ?? 0) > 0;
 }
 
+/** GET /api/packages/<name>, /api/packages/<name>/advisories and /api/archives/<file> from `prefix` in the bucket. */
 export function createExportRoutes(bucket: Bucket, prefix: string): Router {
   const router = Router();
   const send = async (req: Request, res: Response, key: string, what: string) => {

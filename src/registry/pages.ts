@@ -9,14 +9,34 @@ import { gunzipSync } from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 import express, { type Request, type Response, Router } from 'express';
 import { z } from 'zod';
-import type { HeraldContext } from '../context.ts';
-import { PACKAGE_NAME_RE } from '../registry/archive.ts';
-import type { JobStore } from '../jobs/store.ts';
+import type { Config } from '../config.ts';
 import type { Bucket } from '../exporter/bucket.ts';
+import type { JobStore } from '../jobs/store.ts';
 import { TokenBucket } from '../token-bucket.ts';
+import { submitJob } from './job-types.ts';
+import { PACKAGE_NAME_RE } from './names.ts';
+import type { TakedownStore } from './takedown-store.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+/** Where the pages' scripts are bundled to (`npm run build`). */
 export const WEB_DIST = `${ROOT}dist/web`;
+
+/**
+ * The security headers of everything the pages router serves. The pages load only their own
+ * stylesheet (/static) and bundled scripts (/assets), and talk only to this origin (fetch,
+ * long-poll and the WebSocket, which CSP's 'self' covers as ws:/wss:), so the policy allows
+ * 'self' and nothing more: no inline script or style (none is used), no plugins, no <base>;
+ * the takedown form posts only here; no page may be framed (clickjacking; X-Frame-Options for
+ * browsers without frame-ancestors). Job ids in addresses stay out of Referer headers, and
+ * nothing is content-sniffed into a type it was not served as.
+ */
+export const PAGE_SECURITY_HEADERS: Readonly<Record<string, string>> = Object.freeze({
+  'content-security-policy':
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+  'x-content-type-options': 'nosniff',
+  'x-frame-options': 'DENY',
+  'referrer-policy': 'no-referrer',
+});
 
 const esc = (s: unknown) => String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 
@@ -192,7 +212,7 @@ ${errors.length ? `<div class="errors" role="alert"><p>Please fix the following:
 }
 
 /** A JSON object from the bucket (stored gzip-encoded by the exporter), or null. */
-async function readJson<T>(bucket: Bucket, key: string): Promise<T | null> {
+async function readJson<T>(bucket: Pick<Bucket, 'get'>, key: string): Promise<T | null> {
   const obj = await bucket.get(key);
   if (!obj) return null;
   const text = (obj.meta.contentEncoding === 'gzip' ? gunzipSync(obj.body) : obj.body).toString('utf8');
@@ -215,14 +235,26 @@ class RateLimiter {
   }
 }
 
-export function createPageRoutes(ctx: HeraldContext, jobs: JobStore, bucket: Bucket): Router {
+/** What the pages use. */
+export interface PageDeps {
+  /** Job pages check the job exists; the takedown form submits one. */
+  readonly jobs: Pick<JobStore, 'get' | 'submit'>;
+  /** Package pages read the exported API from it. */
+  readonly bucket: Pick<Bucket, 'get'>;
+  readonly takedowns: TakedownStore;
+  readonly settings: Pick<Config, 'takedownBurst' | 'takedownPerHour' | 'exportServePrefix'>;
+}
+
+/** The web pages, their stylesheet and scripts. */
+export function createPageRoutes({ jobs, bucket, takedowns, settings }: PageDeps): Router {
   const router = Router();
-  const limiter = new RateLimiter(ctx.config.takedownBurst, ctx.config.takedownPerHour);
-  const html = (res: Response, status: number, body: string) => res.status(status).type('html').set('cache-control', 'no-store').send(body);
+  const limiter = new RateLimiter(settings.takedownBurst, settings.takedownPerHour);
+  const secure = (res: Response) => res.set(PAGE_SECURITY_HEADERS);
+  const html = (res: Response, status: number, body: string) => secure(res).status(status).type('html').set('cache-control', 'no-store').send(body);
   const origin = (req: Request) => `${req.protocol}://${req.get('host') ?? 'localhost'}`;
 
-  router.use('/static', express.static(`${ROOT}web/static`, { maxAge: '1h', index: false }));
-  router.use('/assets', express.static(WEB_DIST, { maxAge: '1h', index: false }));
+  router.use('/static', express.static(`${ROOT}web/static`, { maxAge: '1h', index: false, setHeaders: secure }));
+  router.use('/assets', express.static(WEB_DIST, { maxAge: '1h', index: false, setHeaders: secure }));
   router.get('/', (req, res) => html(res, 200, home(origin(req))));
   router.get('/events', (req, res) => {
     const topics = ([] as unknown[]).concat(req.query.topic ?? []).filter((t): t is string => typeof t === 'string');
@@ -241,7 +273,7 @@ export function createPageRoutes(ctx: HeraldContext, jobs: JobStore, bucket: Buc
     const name = req.params.name;
     if (!PACKAGE_NAME_RE.test(name)) return html(res, 400, page('Bad name', `<h1>Not a package name</h1><p>${esc(name)} is not a valid package name.</p>`));
     // The exported API: the same objects GET /api/packages/<name> serves from the bucket.
-    const prefix = ctx.config.exportServePrefix;
+    const prefix = settings.exportServePrefix;
     const listing = await readJson<Listing>(bucket, `${prefix}/api/packages/${name}`);
     if (!listing) return html(res, 404, page('Not found', `<h1>${esc(name)}</h1><p>No such package in the exported API.</p>`));
     html(res, 200, packagePage(listing, await readJson<Advisories>(bucket, `${prefix}/api/packages/${name}/advisories`)));
@@ -263,14 +295,8 @@ export function createPageRoutes(ctx: HeraldContext, jobs: JobStore, bucket: Buc
         ),
       );
     const f = parsed.data;
-    const { job } = await jobs.submit({ type: 'takedown', payload: { package: f.package }, maxAttempts: 1 });
-    await ctx.pool.query('insert into herald.takedown_requests (job_id, package, requester_name, requester_email, reason) values ($1, $2, $3, $4, $5)', [
-      job.id,
-      f.package,
-      f.name,
-      f.email,
-      f.reason,
-    ]);
+    const { job } = await submitJob(jobs, 'takedown', { package: f.package }, { maxAttempts: 1 });
+    await takedowns.record({ jobId: job.id, package: f.package, requesterName: f.name, requesterEmail: f.email, reason: f.reason });
     html(res, 201, takedownPage({}, [], { id: job.id }));
   });
   return router;

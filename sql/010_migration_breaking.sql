@@ -1,0 +1,17 @@
+-- 010_migration_breaking: which migrations break code older than themselves.
+--
+-- A migration file whose first line is `--! breaking-change` (graphile-worker's marker) is
+-- recorded with breaking = true by the runner (src/db/migrate.ts), right after its own SQL.
+-- A Herald that finds, at start-up, a migration newer than any it knows refuses to start if
+-- that migration is breaking, and carries on with a warning if it is not: a non-breaking
+-- migration promises that the release before it still works against the new schema (it may
+-- add tables, columns with defaults, indexes, functions; it may not drop or rename what older
+-- code reads or writes, nor add a NOT NULL column older code would not fill).
+-- docs/operations.md "Schema migrations and rolling upgrades" is the operator's view.
+--
+-- Migrations 001-009 are all non-breaking by this rule (each one adds; 009 swaps an index
+-- no query names), so the default false is right for their rows.
+--
+-- The column is added here rather than in the runner's bootstrap of herald.migrations so that
+-- the table's shape, like every other, has one migration that explains it.
+alter table herald.migrations add column breaking boolean not null default false;

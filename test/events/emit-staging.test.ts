@@ -1,0 +1,96 @@
+/**
+ * The commit trigger of sql/012_emit_fast_path.sql: a transaction's staged events move to
+ * herald.events exactly once, in emit order, with consecutive ids, whether the transaction
+ * staged one event or thousands, rolled some back to a savepoint, or fired the trigger early.
+ */
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createPool } from '../../src/db/pool.ts';
+import { createLogger } from '../../src/logger.ts';
+import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+
+let db: TestDatabase;
+let pool: pg.Pool;
+let c: pg.Client;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  pool = createPool(db.url, 2, createLogger('silent'));
+  c = new pg.Client({ connectionString: db.url });
+  await c.connect();
+});
+afterAll(async () => {
+  await c.end();
+  await pool.end();
+  await db.drop();
+});
+
+async function head(): Promise<number> {
+  return (await pool.query('select coalesce(max(id), 0)::int as head from herald.events')).rows[0].head;
+}
+
+/** Events after `after` as [id offset, topic, data]. */
+async function since(after: number): Promise<[number, string, string][]> {
+  const { rows } = await pool.query<{ id: number; topic: string; data: string }>(
+    'select id, topic, data::text as data from herald.events where id > $1 order by id',
+    [after],
+  );
+  return rows.map((r) => [r.id - after, r.topic, r.data]);
+}
+
+async function staged(): Promise<number> {
+  return (await pool.query('select count(*)::int as n from herald.pending')).rows[0].n;
+}
+
+describe('staged events at commit', () => {
+  it('a savepoint rolled back takes its events with it; the rest keep their order', async () => {
+    const base = await head();
+    await c.query('begin');
+    await c.query(`select herald.emit('sp:a', 'x', '1')`);
+    await c.query('savepoint s');
+    await c.query(`select herald.emit_many('[{"topic":"sp:b","type":"x","data":2},{"topic":"sp:c","type":"x","data":3}]')`);
+    await c.query('rollback to savepoint s');
+    await c.query(`select herald.emit('sp:d', 'x', '4')`);
+    await c.query('commit');
+    expect(await since(base)).toEqual([
+      [1, 'sp:a', '1'],
+      [2, 'sp:d', '4'],
+    ]);
+    expect(await staged()).toBe(0);
+  });
+
+  it('SET CONSTRAINTS ALL IMMEDIATE moves each statement’s events at once, still in order', async () => {
+    const base = await head();
+    await c.query('begin');
+    await c.query('set constraints all immediate');
+    await c.query(`select herald.emit('im:a', 'x', '1')`);
+    await c.query(`select herald.emit_many('[{"topic":"im:b","type":"x","data":2},{"topic":"im:c","type":"x","data":3}]')`);
+    await c.query(`select herald.emit('im:d', 'x', '4')`);
+    await c.query('commit');
+    expect((await since(base)).map(([d, t]) => [d, t])).toEqual([
+      [1, 'im:a'],
+      [2, 'im:b'],
+      [3, 'im:c'],
+      [4, 'im:d'],
+    ]);
+    expect(await staged()).toBe(0);
+  });
+
+  it('thousands staged in one transaction, single emits around a batch: consecutive ids in emit order, one `at`', async () => {
+    const base = await head();
+    await c.query('begin');
+    await c.query(`select herald.emit('big:first', 'x', '0')`);
+    await c.query(
+      `select herald.emit_many((select jsonb_agg(jsonb_build_object('topic', 'big:' || g, 'type', 'x', 'data', g) order by g) from generate_series(1, 3000) g))`,
+    );
+    await c.query(`select herald.emit('big:last', 'x', '3001')`);
+    await c.query('commit');
+    const events = await since(base);
+    expect(events).toHaveLength(3002);
+    expect(events.map(([d]) => d)).toEqual(Array.from({ length: 3002 }, (_, i) => i + 1));
+    expect(events.map(([, , data]) => Number(data))).toEqual(Array.from({ length: 3002 }, (_, i) => i));
+    const ats = await pool.query('select count(distinct at)::int as n from herald.events where id > $1', [base]);
+    expect(ats.rows[0].n).toBe(1);
+    expect(await staged()).toBe(0);
+  });
+});
