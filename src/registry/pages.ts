@@ -106,6 +106,7 @@ function jobPage(id: number): string {
 <div id="progress" class="progress" hidden aria-label="Job in progress"><span></span></div>
 <p class="muted">Connection: <span id="connection">connecting</span></p>
 <p id="job-error" role="alert"></p>
+<p id="access" class="access" role="alert" hidden></p>
 <label for="level">Show log lines at level</label>
 <select id="level"><option value="debug">debug and up</option><option value="info" selected>info and up</option><option value="warn">warn and up</option><option value="error">error only</option></select>
 <h2>Log</h2>

@@ -4,6 +4,7 @@
  */
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
+import { SignJWT } from 'jose';
 import pg from 'pg';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -343,6 +344,101 @@ describe.skipIf(!haveChromium)('web pages in Chromium', () => {
     expect(ran).toBe(false);
     await page.waitForFunction(() => (window as unknown as { violations: string[] }).violations.length > 0);
     expect(await violations()).toEqual(['script-src-elem inline']);
+    await page.close();
+  });
+});
+
+describe.skipIf(!haveChromium)('the job page with private job topics (HERALD_PRIVATE_TOPIC_PREFIXES=job:)', () => {
+  const SECRET = 'pages-test-secret-of-at-least-32-characters';
+  let privDb: TestDatabase;
+  let priv: TestHerald;
+  const jwt = (subscribe: string[]) =>
+    new SignJWT({ sub: 'alice', herald: { subscribe } }).setProtectedHeader({ alg: 'HS256' }).setExpirationTime('10m').sign(new TextEncoder().encode(SECRET));
+  const connection = (p: Page) => p.textContent('#connection');
+
+  beforeAll(async () => {
+    privDb = await createTestDatabase();
+    // No workers: the test moves the job through its statuses itself, while the page watches.
+    priv = await startTestHerald(privDb.url, { port: await freePort(), workers: 0, privateTopicPrefixes: ['job:'], jwtSecrets: [SECRET] });
+  });
+  afterAll(async () => {
+    await priv?.close();
+    await privDb?.drop();
+  });
+
+  it('#token=<JWT granting job:<id>> follows the job live: status changes and log lines, each once, as the API has them', async () => {
+    const { job } = await priv.jobs.submit({ type: 'takedown', payload: { package: 'private' }, maxAttempts: 1 });
+    await priv.jobs.log(job.id, 'info', 'before the page opened');
+    const page = await browser.newPage();
+    const requests: string[] = [];
+    page.on('request', (r) => requests.push(r.url()));
+    await page.goto(`${priv.url}/jobs/${job.id}#token=${await jwt([`job:${job.id}`])}`);
+    await page.waitForFunction(() => document.querySelector('#connection')?.textContent === 'live');
+    expect(await page.getAttribute('[data-job]', 'data-status')).toBe('queued');
+    expect(await page.isHidden('#access')).toBe(true);
+    const [claimed] = (await priv.jobs.cycle([], ['run-1'], 60_000)).claimed;
+    await page.waitForFunction(() => document.querySelector('[data-job]')?.getAttribute('data-status') === 'running');
+    const live = await priv.jobs.log(job.id, 'info', 'a private line, live');
+    await page.waitForSelector(`#log li[data-id="${live.id}"]`);
+    await priv.jobs.cycle([{ jobId: job.id, runId: claimed!.runId, ok: true, result: {} }], [], 60_000);
+    await page.waitForFunction(() => document.querySelector('[data-job]')?.getAttribute('data-status') === 'succeeded');
+    const api = (await priv.jobs.logs(job.id, { since: 0, level: 'info', limit: 100 })).logs;
+    expect(api.map((l) => l.message)).toEqual(['before the page opened', 'a private line, live']);
+    const lines = await logLines(page);
+    expect(lines.map((l) => Number(l.id))).toEqual(api.map((l) => l.id));
+    expect(lines.map((l) => l.text.slice(9))).toEqual(['info before the page opened', 'info a private line, live']);
+    expect(await connection(page)).toBe('live');
+    expect(await page.isHidden('#access')).toBe(true);
+    // The fragment itself is never requested: only the WebSocket carries the token, as ?token=.
+    expect(requests.filter((u) => u.includes('#'))).toEqual([]);
+    await page.close();
+  });
+
+  it('without a token (or with one for another job) it says the events are private and shows none live', async () => {
+    const { job } = await priv.jobs.submit({ type: 'takedown', payload: { package: 'private-2' }, maxAttempts: 1 });
+    const page = await browser.newPage();
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(`${priv.url}/jobs/${job.id}`);
+    await page.waitForSelector('#access:not([hidden])');
+    expect(await page.textContent('#access')).toBe(
+      `This job's events are private: open the link with #token=<a token that may read job:${job.id}> to follow it live.`,
+    );
+    expect(await connection(page)).toBe('stopped: forbidden');
+    // Nothing arrives live: a status change and a log line after the refusal stay off the page.
+    const shownBefore = await logLines(page);
+    await priv.jobs.cycle([], ['run-2'], 60_000);
+    const line = await priv.jobs.log(job.id, 'info', 'not for anonymous eyes');
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(await page.getAttribute('[data-job]', 'data-status')).toBe('queued');
+    expect(await logLines(page)).toEqual(shownBefore);
+    expect(await page.$(`#log li[data-id="${line.id}"]`)).toBeNull();
+
+    // A valid JWT for another job: refused too, with its own message.
+    await page.goto(`${priv.url}/jobs/${job.id}#token=${await jwt(['job:999999'])}`);
+    await page.reload();
+    await page.waitForSelector('#access:not([hidden])');
+    expect(await page.textContent('#access')).toBe(`The token in this link may not read job:${job.id}: ask for a link with a token that grants it.`);
+    expect(await connection(page)).toBe('stopped: forbidden');
+    expect(errors).toEqual([]);
+    await page.close();
+  });
+
+  it('/events?topic=job:<id> takes the #token too, keeps it in the address, and without it says the topic is private', async () => {
+    const { job } = await priv.jobs.submit({ type: 'takedown', payload: { package: 'private-3' }, maxAttempts: 1 });
+    const page = await browser.newPage();
+    await page.goto(`${priv.url}/events?topic=job:${job.id}`);
+    await page.waitForFunction(() => document.querySelector('#connection')?.textContent?.startsWith('stopped:'));
+    expect(await connection(page)).toContain('open the link with #token=');
+    const token = await jwt([`job:${job.id}`]);
+    await page.goto(`${priv.url}/events?topic=job:${job.id}#token=${token}`);
+    await page.reload();
+    await page.waitForFunction(() => document.querySelector('#connection')?.textContent === 'live');
+    await priv.jobs.log(job.id, 'info', 'shown on the tail');
+    await page.waitForFunction(() => [...document.querySelectorAll('#events li')].some((li) => li.textContent?.includes('shown on the tail')));
+    // The address moved on (since=) and kept the token.
+    await page.waitForFunction(() => new URL(location.href).searchParams.has('since'));
+    expect(new URL(page.url()).hash).toBe(`#token=${token}`);
     await page.close();
   });
 });

@@ -5,6 +5,9 @@
  * It starts at the head, or at the `since` in the address: the filter (`topic=`, repeatable)
  * and the position reached (`since=`, every matching event up to it shown) are kept there,
  * in the query syntax of GET /v1/events, so a reload or a shared link resumes where it was.
+ * A token for private topics comes in the fragment, `/events?topic=job:42#token=<JWT or read
+ * token>` (docs/auth.md): a fragment is never sent to the server (not in a request line, an
+ * access log or a Referer), and the address updates keep it.
  */
 import { connect, type HeraldConnection, type HeraldEvent } from 'herald-client';
 
@@ -22,6 +25,8 @@ const pauseEl = document.querySelector<HTMLButtonElement>('#pause')!;
 const list = document.querySelector<HTMLOListElement>('#events')!;
 const stateEl = document.querySelector<HTMLElement>('#connection')!;
 const pendingEl = document.querySelector<HTMLElement>('#pending')!;
+/** The token in `#token=…`, if any (see the comment at the top). */
+const token = new URLSearchParams(location.hash.slice(1)).get('token') || undefined;
 
 let conn: HeraldConnection | null = null;
 let generation = 0;
@@ -54,7 +59,7 @@ function writeUrl(): void {
     const q = new URLSearchParams();
     if (!(topics.length === 1 && topics[0] === '*')) for (const t of topics) q.append('topic', t);
     if (position !== undefined) q.set('since', String(position));
-    history.replaceState(null, '', `${location.pathname}?${q}`);
+    history.replaceState(null, '', `${location.pathname}?${q}${location.hash}`);
   }, URL_UPDATE_MS);
 }
 
@@ -91,6 +96,7 @@ async function follow(filter: string[], resumeAt?: number, retried = false): Pro
   conn = connect({
     url: location.origin,
     topics: filter,
+    token,
     since: Math.max(at - HISTORY_POSITIONS, log.oldest - 1, 0),
     onEvent: (e) => {
       if (paused) {
@@ -107,7 +113,10 @@ async function follow(filter: string[], resumeAt?: number, retried = false): Pro
       if (gen !== generation) return;
       // Retention pruned the history between reading the head and subscribing: start again.
       if (err.code === 'cursor_expired' && !retried) return void follow(filter, resumeAt, true);
-      stateEl.textContent = `stopped: ${err.message}`;
+      stateEl.textContent =
+        err.code === 'forbidden' && !token
+          ? `stopped: ${err.message} (a private topic: open the link with #token=<a token that may read it>)`
+          : `stopped: ${err.message}`;
     },
   });
 }

@@ -3,6 +3,13 @@
  * the logs endpoint; everything after that head comes live over WebSocket through the
  * client library (or long-poll where WebSocket fails), deduplicated by log id, so a server
  * restart or a level change never loses or repeats a line.
+ *
+ * Private jobs (HERALD_PRIVATE_TOPIC_PREFIXES=job:): the page reads a token from the address's
+ * fragment, `/jobs/42#token=<a JWT granting job:42, or a read token>`, and sends it with its
+ * requests (docs/auth.md). A fragment is never sent to the server, so the token is not in
+ * any request line, access log or Referer; it stays in the address so a reload keeps working.
+ * Without a token (or with one that may not read the job) the server refuses `job:<id>` and
+ * the page says so, rather than failing silently.
  */
 import { connect, type HeraldConnection, type HeraldEvent } from 'herald-client';
 
@@ -30,6 +37,11 @@ const progressEl = document.querySelector<HTMLElement>('#progress')!;
 const connEl = document.querySelector<HTMLElement>('#connection')!;
 const levelEl = document.querySelector<HTMLSelectElement>('#level')!;
 const errorEl = document.querySelector<HTMLElement>('#job-error')!;
+const accessEl = document.querySelector<HTMLElement>('#access')!;
+const topic = `job:${jobId}`;
+/** The token in `#token=…`, if any: read once (see the comment at the top). */
+const token = new URLSearchParams(location.hash.slice(1)).get('token') || undefined;
+const authHeaders: HeadersInit = token ? { authorization: `Bearer ${token}` } : {};
 
 let seen = new Set<number>();
 let conn: HeraldConnection | null = null;
@@ -59,6 +71,23 @@ function append(line: Line, min: number): void {
   logEl.append(li);
 }
 
+/** The server refused to stream `job:<id>` to this reader: say why and how to get in. */
+function refused(code: string, message: string): void {
+  accessEl.hidden = false;
+  if (code === 'forbidden' && !token) {
+    accessEl.textContent = `This job's events are private: open the link with #token=<a token that may read ${topic}> to follow it live.`;
+  } else if (code === 'forbidden') {
+    accessEl.textContent = `The token in this link may not read ${topic}: ask for a link with a token that grants it.`;
+  } else if (code === 'token_expired') {
+    accessEl.textContent = 'The token in this link has expired: open a fresh link to follow this job live.';
+  } else {
+    accessEl.textContent = `The token in this link was refused (${code}): ${message}`;
+  }
+  connEl.textContent = `stopped: ${code}`;
+}
+
+const ACCESS_CODES = new Set(['forbidden', 'unauthorized', 'token_expired']);
+
 function onEvent(e: HeraldEvent, min: number): void {
   if (e.type === 'status') renderStatus(e.data as Job);
   else if (e.type === 'log') append(e.data as Line, min);
@@ -69,7 +98,12 @@ async function longPoll(since: number, min: number, gen: number): Promise<void> 
   let next = since;
   while (gen === generation) {
     try {
-      const r = await fetch(`/v1/events?topic=job:${jobId}&since=${next}&wait=25`);
+      const r = await fetch(`/v1/events?topic=${topic}&since=${next}&wait=25`, { headers: authHeaders });
+      if (r.status === 401 || r.status === 403) {
+        const body = (await r.json().catch(() => null)) as { error?: { code?: string; message?: string } } | null;
+        if (gen === generation) refused(body?.error?.code ?? (r.status === 403 ? 'forbidden' : 'unauthorized'), body?.error?.message ?? String(r.status));
+        return;
+      }
       if (!r.ok) throw new Error(String(r.status));
       const body = (await r.json()) as { events: HeraldEvent[]; next: number };
       if (gen !== generation) return;
@@ -84,7 +118,7 @@ async function longPoll(since: number, min: number, gen: number): Promise<void> 
 
 /** GET a JSON answer; a non-2xx status is an error naming the route and the server's message. */
 async function getJson<T>(url: string): Promise<T> {
-  const r = await fetch(url);
+  const r = await fetch(url, { headers: authHeaders });
   if (r.ok) return (await r.json()) as T;
   const body = (await r.json().catch(() => null)) as { error?: { message?: string } } | null;
   throw new Error(`GET ${url} answered ${r.status}${body?.error?.message ? `: ${body.error.message}` : ''}`);
@@ -96,6 +130,7 @@ async function start(): Promise<void> {
   conn = null;
   seen = new Set();
   logEl.replaceChildren();
+  accessEl.hidden = true;
   const min = LEVELS.indexOf(levelEl.value);
   const { head } = await getJson<{ head: number }>('/v1/head');
   // History up to `head` (and possibly a little past it: duplicates are dropped by id).
@@ -112,7 +147,8 @@ async function start(): Promise<void> {
   let failures = 0;
   conn = connect({
     url: location.origin,
-    topics: [`job:${jobId}`],
+    topics: [topic],
+    token,
     since: head,
     onEvent: (e) => onEvent(e, min),
     onStateChange: (s) => {
@@ -125,7 +161,11 @@ async function start(): Promise<void> {
       }
       connEl.textContent = s === 'open' ? 'live' : s;
     },
-    onError: (err) => (connEl.textContent = `stopped: ${err.message}`),
+    onError: (err) => {
+      if (gen !== generation) return;
+      if (ACCESS_CODES.has(err.code)) refused(err.code, err.message);
+      else connEl.textContent = `stopped: ${err.message}`;
+    },
   });
 }
 
