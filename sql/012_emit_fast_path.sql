@@ -48,14 +48,17 @@ select 'herald.pending_seq_seq'::regclass;
 
 -- Deferred to COMMIT, fired once per staged row in insertion order (see 001_events.sql).
 -- currval() of the staging sequence is the last row this session staged, so:
--- - NEW is that row: the transaction's last (usually its only) staged event. Move it alone,
---   taking the lock only once the row is deleted. If an earlier firing already moved it (the
---   transaction staged several), the delete finds nothing.
+-- - NEW is that row: the transaction's last (usually its only) staged event. Move it alone:
+--   one DELETE feeding one INSERT of NEW. If an earlier firing already moved it (the
+--   transaction staged several), the delete finds nothing, and neither does the insert; the
+--   lock is then already held, and a second doorbell in one transaction folds into the first.
 -- - NEW is an earlier row: the first such firing moves every row from NEW up to currval() in
 --   one statement; each later firing finds its own row gone with one primary-key probe (a
 --   range probe per firing would read every already-moved entry again: quadratic in a big
---   batch). That statement deletes the staged rows under the lock (an unlogged table, no WAL):
---   cheaper, for a handful of rows or a thousand, than first collecting them into an array.
+--   batch).
+-- Both paths delete the staged rows under the lock, in the statement that inserts them (an
+-- unlogged table, no WAL): cheaper, for one row or a thousand, than a statement to collect
+-- them first and another to insert them.
 -- Other sessions' rows in that range are invisible to this transaction (they never commit).
 create or replace function herald.tg_pending__assign_ids() returns trigger
 language plpgsql
@@ -65,14 +68,12 @@ declare
   last_seq bigint := currval('herald.pending_seq_seq');
 begin
   if new.seq >= last_seq then
-    delete from herald.pending where seq = new.seq;
-    if not found then
-      return null;
-    end if;
     perform herald.ring();
     perform herald.lock_ids();
+    -- One statement: its delete finds nothing if an earlier firing moved the row already.
+    with moved as (delete from herald.pending where seq = new.seq returning 1)
     insert into herald.events (id, topic, type, data, at)
-    values (nextval('herald.event_id_seq'), new.topic, new.type, new.data, clock_timestamp());
+    select nextval('herald.event_id_seq'), new.topic, new.type, new.data, clock_timestamp() from moved;
     return null;
   end if;
   perform from herald.pending where seq = new.seq;

@@ -443,14 +443,12 @@ declare
   last_seq bigint := currval('herald.pending_seq_seq');
 begin
   if new.seq >= last_seq then
-    delete from herald.pending where seq = new.seq;
-    if not found then
-      return null;
-    end if;
     perform herald.ring();
     perform herald.lock_ids();
+    -- One statement: its delete finds nothing if an earlier firing moved the row already.
+    with moved as (delete from herald.pending where seq = new.seq returning 1)
     insert into herald.events (id, topic, type, data, at)
-    values (nextval('herald.event_id_seq'), new.topic, new.type, new.data, clock_timestamp());
+    select nextval('herald.event_id_seq'), new.topic, new.type, new.data, clock_timestamp() from moved;
     return null;
   end if;
   perform from herald.pending where seq = new.seq;
