@@ -206,8 +206,12 @@ async function graphile(url: string, mode: GraphileMode, paced?: number): Promis
   const events: WorkerEvents = new EventEmitter();
   let localQueue = false;
   events.on('localQueue:init', () => (localQueue = true));
+  // graphile-worker's own pool has no 'error' listener: when the benchmark's PostgreSQL stops
+  // at the end, an idle client's 57P01 was an unhandled 'error' that crashed the run after its
+  // results. A pool of ours (createPool listens on every client) is ended after the runner.
+  const graphilePool = createPool(url, WORKERS + 4, createLogger('silent'));
   const runner = await runGraphile({
-    connectionString: url,
+    pgPool: graphilePool,
     concurrency: WORKERS,
     noHandleSignals: true,
     pollInterval: 2000,
@@ -236,6 +240,7 @@ async function graphile(url: string, mode: GraphileMode, paced?: number): Promis
   } finally {
     await pool.end();
     await runner.stop();
+    await graphilePool.end();
   }
 }
 
