@@ -114,6 +114,17 @@ const UNAVAILABLE_CODES = new Set([
 const UNAVAILABLE_MESSAGES =
   /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|the database system is (starting up|shutting down)/;
 
+// SQLSTATE classes raised for a statement's data: 22 a value a column or jsonb refuses, 23 a
+// constraint, 54 too deep for the parser's stack. The statement wrote nothing, and another
+// statement without that data may succeed: group commits write each item again alone.
+const DATA_ERROR_CLASSES = new Set(['22', '23', '54']);
+
+/** True for an error PostgreSQL raised for a statement's data (SQLSTATE class 22, 23 or 54). */
+export function isDataError(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && DATA_ERROR_CLASSES.has(code.slice(0, 2));
+}
+
 /** Turns anything thrown into a HeraldError, keeping the original as `cause`. */
 export function coerceError(err: unknown): HeraldError {
   if (err instanceof HeraldError) return err;

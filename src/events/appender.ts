@@ -30,7 +30,7 @@
  * than a client should wait.
  */
 import type pg from 'pg';
-import { coerceError, HeraldError } from '../errors.ts';
+import { coerceError, HeraldError, isDataError } from '../errors.ts';
 import { EventLog, type NewEvent, type NewEventJson } from './log.ts';
 
 /** How an Appender batches; the settings of the same names in src/config.ts say why each default. */
@@ -76,11 +76,6 @@ const RETRY_AFTER_S = 1;
 // escapes only unpaired ones; a pair is written as the character). A backslash before it
 // that is itself escaped (an even run) makes it plain text, not an escape.
 const JSONB_REFUSES = /(?<!\\)(?:\\\\)*\\u(?:0000|d[89a-f][0-9a-f]{2})/;
-
-// Data errors (class 22: a value jsonb or a column refuses; 23: a check constraint; 54: too
-// deep for the parser's stack) are about one event's content, not the batch's: each caller
-// is flushed alone again. Anything else (the connection, the server) fails the batch.
-const CONTENT_ERROR = /^(22|23|54)/;
 
 // Named, so each connection parses and plans it once.
 const APPEND_STATEMENT = 'herald-group-append';
@@ -223,8 +218,9 @@ export class Appender {
       let at = 0;
       return batch.map((w) => ids.slice(at, (at += w.events)));
     } catch (err) {
-      const code = (err as { code?: unknown } | null)?.code;
-      const refused = typeof code === 'string' && CONTENT_ERROR.test(code);
+      // A data error (isDataError) is about one event's content, not the batch's: each caller
+      // is flushed alone again. Anything else (the connection, the server) fails the batch.
+      const refused = isDataError(err);
       if (refused && batch.length > 1) {
         // Nothing of the batch was written (one statement). Alone, in the same order, each
         // caller gets its own ids or its own error.
@@ -233,7 +229,12 @@ export class Appender {
         return answers;
       }
       const e = refused
-        ? new HeraldError('HERALD_ERR_BAD_REQUEST', `PostgreSQL refused the events: ${(err as Error).message}: fix their data`, {}, { cause: err })
+        ? new HeraldError(
+            'HERALD_ERR_BAD_REQUEST',
+            `PostgreSQL refused the events: ${err instanceof Error ? err.message : String(err)}: fix their data`,
+            {},
+            { cause: err },
+          )
         : coerceError(err);
       return batch.map(() => e);
     }

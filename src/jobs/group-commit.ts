@@ -13,18 +13,7 @@
  * caller of a single statement would.
  */
 
-/**
- * The SQLSTATE classes that mean "this statement was refused for its data": 22 a value a
- * column or jsonb refuses, 23 a constraint, 54 too deep for the parser's stack (the classes
- * src/events/appender.ts retries alone too).
- */
-const REFUSED_CLASSES = ['22', '23', '54'];
-
-/** True for an error the database raised for a statement's data, after which nothing was written. */
-export function isRefused(err: unknown): boolean {
-  const code = (err as { code?: unknown }).code;
-  return typeof code === 'string' && REFUSED_CLASSES.includes(code.slice(0, 2));
-}
+import { isDataError } from '../errors.ts';
 
 interface Waiter<I, O> {
   item: I;
@@ -86,7 +75,7 @@ export class GroupCommit<I, O> {
       const out = await this.write(batch.map((w) => w.item));
       for (const [i, w] of batch.entries()) w.resolve(out[i]!);
     } catch (err) {
-      if (batch.length > 1 && isRefused(err)) {
+      if (batch.length > 1 && isDataError(err)) {
         // Written again alone, in order: only the item at fault is refused.
         for (const w of batch) await this.flush([w]);
         return;
