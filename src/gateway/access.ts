@@ -225,6 +225,22 @@ export class TopicAccess {
   }
 
   /**
+   * Which of the exact `topics` `reader` may read, in order: public, granted, or allowed by
+   * the function (asked once for all the rest). For reads that are not streams, such as a
+   * product's own records of a topic (the job routes: `job:<id>`). Throws token_expired once
+   * the credentials have expired, unavailable when the function fails.
+   */
+  async readable(topics: readonly string[], { subject, decisions }: Reader, signal?: AbortSignal): Promise<boolean[]> {
+    assertCurrent(subject);
+    const open = topics.map((t) => subject.read.all || !this.isPrivate(t) || subject.read.covers(t));
+    const ask = topics.filter((_, i) => !open[i]);
+    if (ask.length === 0 || decisions === null) return open;
+    const answers = await decisions.decideAll(ask, signal);
+    let k = 0;
+    return open.map((ok) => ok || answers[k++]!);
+  }
+
+  /**
    * The subject behind a publish: a static publish token (at once, on the publish route's
    * hot path) or a JWT (a promise: verified asynchronously). Throws 403 when HTTP publishing
    * is off (no publish tokens and no JWT accepted), 401 without a token or with one that is

@@ -45,30 +45,28 @@ export class AuthzFunction {
     private readonly logger: Pick<Logger, 'warn'>,
   ) {
     const fn = name.split('.').map(pg.escapeIdentifier).join('.');
-    this.sql = `select ${fn}($1::text, $2::jsonb, $3::text) is true as allowed`;
+    // One statement for one topic or many (a page of jobs): the function is called once per topic, in order.
+    this.sql = `select ${fn}($1::text, $2::jsonb, u.topic) is true as allowed from unnest($3::text[]) with ordinality u(topic, n) order by u.n`;
   }
 
   /**
-   * Asks whether `subject` may read `topic`: true or false (null counts as false). Throws
-   * unavailable when the call fails (timeout, a full queue, an error raised in the function).
+   * Asks whether `subject` may read each of `topics`: true or false (null counts as false),
+   * in order, in one statement. Throws unavailable when the call fails (timeout, a full
+   * queue, an error raised in the function).
    */
-  async allows(subject: AuthzSubject, topic: string, key: string, signal?: AbortSignal): Promise<boolean> {
+  async allows(subject: AuthzSubject, topics: readonly string[], key: string, signal?: AbortSignal): Promise<boolean[]> {
     try {
-      const { rows } = await this.queries.run((c) => c.query<{ allowed: boolean }>(this.sql, [subject.sub, JSON.stringify(subject.claims), topic]), {
+      const { rows } = await this.queries.run((c) => c.query<{ allowed: boolean }>(this.sql, [subject.sub, JSON.stringify(subject.claims), topics]), {
         key,
         signal,
       });
-      return rows[0]?.allowed === true;
+      return topics.map((_, i) => rows[i]?.allowed === true);
     } catch (err) {
       const e = coerceError(err);
       if (e.code === 'HERALD_ERR_UNAVAILABLE') throw e;
-      this.logger.warn({ err: e.message, topic }, 'HERALD_AUTHZ_FUNCTION failed');
-      throw new HeraldError(
-        'HERALD_ERR_UNAVAILABLE',
-        `the authorization check of ${JSON.stringify(topic)} failed: retry shortly`,
-        { retryAfterS: 1 },
-        { cause: err },
-      );
+      const what = topics.length === 1 ? JSON.stringify(topics[0]) : `${topics.length} topics`;
+      this.logger.warn({ err: e.message, topic: topics[0], topics: topics.length }, 'HERALD_AUTHZ_FUNCTION failed');
+      throw new HeraldError('HERALD_ERR_UNAVAILABLE', `the authorization check of ${what} failed: retry shortly`, { retryAfterS: 1 }, { cause: err });
     }
   }
 }
@@ -97,11 +95,23 @@ export class TopicDecisions {
 
   /** The answer for `topic`: remembered, or asked (and remembered, allow or deny). Throws unavailable (not remembered). */
   async decide(topic: string, signal?: AbortSignal): Promise<boolean> {
-    const known = this.cached(topic);
-    if (known !== undefined) return known;
-    const allowed = await this.fn.allows(this.subject, topic, this.key, signal);
-    if (this.answers.size >= DECISIONS_MAX) this.answers.delete(this.answers.keys().next().value!);
-    this.answers.set(topic, [allowed, this.now()]);
-    return allowed;
+    return (await this.decideAll([topic], signal))[0]!;
+  }
+
+  /** The answers for `topics`, in order: those not remembered are asked in one call (and remembered). Throws unavailable. */
+  async decideAll(topics: readonly string[], signal?: AbortSignal): Promise<boolean[]> {
+    const now = this.now();
+    const answers = topics.map((t) => this.cached(t, now));
+    const unknown = [...new Set(topics.filter((_, i) => answers[i] === undefined))];
+    if (unknown.length === 0) return answers as boolean[];
+    const asked = await this.fn.allows(this.subject, unknown, this.key, signal);
+    const at = this.now();
+    const got = new Map<string, boolean>();
+    unknown.forEach((t, i) => {
+      got.set(t, asked[i]!);
+      if (this.answers.size >= DECISIONS_MAX) this.answers.delete(this.answers.keys().next().value!);
+      this.answers.set(t, [asked[i]!, at]);
+    });
+    return topics.map((t, i) => answers[i] ?? got.get(t)!);
   }
 }

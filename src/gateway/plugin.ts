@@ -35,6 +35,23 @@ export interface GatewayServices {
    * counted under `transport` in the subscriber gauge until it closes.
    */
   subscribe(transport: string, opts: SubscribeOptions): Promise<Subscription>;
+  /**
+   * Which of the exact `topics` the client behind a request may read, in order, under the
+   * rules every read transport applies (docs/auth.md): for a plug-in's routes that answer
+   * with what a topic's events carry (the job routes: `job:<id>`). Throws 401 for a token
+   * that is not valid, token_expired, and unavailable when HERALD_AUTHZ_FUNCTION fails.
+   */
+  readable(request: ReadRequest, topics: readonly string[], signal?: AbortSignal): Promise<boolean[]>;
+}
+
+/** A client's read credentials, as the read transports take them. */
+export interface ReadRequest {
+  /** The Authorization header (`Bearer <token>`), if any. */
+  readonly authorization: string | undefined;
+  /** The `token` query parameter, if any. */
+  readonly token: unknown;
+  /** The client's address: the authorization function's calls are queued fairly by it. */
+  readonly address: string;
 }
 
 /** What a plug-in gives back: routers to mount and a close(). */

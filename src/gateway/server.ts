@@ -184,6 +184,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
       return isStopping();
     },
   };
+  const { access } = parts;
   const services: GatewayServices = {
     config,
     logger,
@@ -198,6 +199,8 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     },
     // A plug-in reads as itself: no topic is private to it.
     subscribe: (transport, opts) => subscribe(parts, transport, opts),
+    readable: async ({ authorization, token, address }, topics, signal) =>
+      access.readable(topics, access.reader(await access.authenticate(authorization, token), address), signal),
   };
 
   await listener.start();

@@ -167,6 +167,7 @@ function assemble(services: GatewayServices, handles: Handles, index: IndexStore
       listener: services.listener,
       hub: services.hub,
       metrics: services.metrics,
+      readable: (request, topics, signal) => services.readable(request, topics, signal),
     }),
     routers: [
       createExportRoutes(bucket, config.exportServePrefix),

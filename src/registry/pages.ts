@@ -12,6 +12,7 @@ import { z } from 'zod';
 import type { Config } from '../config.ts';
 import type { Bucket } from '../exporter/bucket.ts';
 import type { JobStore } from '../jobs/store.ts';
+import { jobTopic } from '../jobs/routes.ts';
 import { TokenBucket } from '../token-bucket.ts';
 import { submitJob } from './job-types.ts';
 import { PACKAGE_NAME_RE } from './names.ts';
@@ -243,7 +244,7 @@ export interface PageDeps {
   /** Package pages read the exported API from it. */
   readonly bucket: Pick<Bucket, 'get'>;
   readonly takedowns: TakedownStore;
-  readonly settings: Pick<Config, 'takedownBurst' | 'takedownPerHour' | 'exportServePrefix'>;
+  readonly settings: Pick<Config, 'takedownBurst' | 'takedownPerHour' | 'exportServePrefix' | 'privateTopicPrefixes'>;
 }
 
 /** The web pages, their stylesheet and scripts. */
@@ -267,7 +268,11 @@ export function createPageRoutes({ jobs, bucket, takedowns, settings }: PageDeps
     // would only fail later, in the browser, with nothing to follow.
     if (!/^[1-9][0-9]{0,15}$/.test(req.params.id)) return html(res, 400, notAJobPage(req.params.id));
     const id = Number(req.params.id);
-    if (!(await jobs.get(id))) return html(res, 404, noSuchJobPage(id));
+    // A private job's page is served whether or not the job exists (the request carries no
+    // token: it is in the fragment), so the page tells no stranger which jobs exist; its
+    // script then reads the job under the reader's token.
+    const privateJob = settings.privateTopicPrefixes.some((p) => jobTopic(id).startsWith(p));
+    if (!privateJob && !(await jobs.get(id))) return html(res, 404, noSuchJobPage(id));
     html(res, 200, jobPage(id));
   });
   router.get('/packages/:name', async (req, res) => {

@@ -14,7 +14,7 @@ import type { Listener } from '../events/listener.ts';
 import type { Exporter } from '../exporter/exporter.ts';
 import { jsonBody } from '../http/json-input.ts';
 import type { Metrics } from '../http/metrics.ts';
-import { createJobReadRoutes, parse } from '../jobs/routes.ts';
+import { createJobReadRoutes, parse, type ReadableTopics } from '../jobs/routes.ts';
 import type { JobStore, SubmitOptions } from '../jobs/store.ts';
 import type { WorkerPool } from '../jobs/worker-pool.ts';
 import { assertPackageName } from './archive.ts';
@@ -42,6 +42,8 @@ export interface RegistryRoutesDeps {
   readonly listener: Pick<Listener, 'state' | 'reconnects'>;
   readonly hub: Pick<Hub, 'head' | 'size'>;
   readonly metrics: Pick<Metrics, 'wsConnections'>;
+  /** The gateway's read rules: a job's record and log lines are readable where its `job:<id>` is. */
+  readonly readable: ReadableTopics;
 }
 
 type Role = 'owner' | 'trustee';
@@ -185,7 +187,7 @@ export function createRegistryRoutes(deps: RegistryRoutesDeps): Router {
     return { name: b.name, payload: { ...b, actor }, dedupeKey: `advisory:${b.name}:${b.id}` };
   });
 
-  router.use(createJobReadRoutes(jobs));
+  router.use(createJobReadRoutes(jobs, deps.readable));
 
   router.get('/packages/:name', async (req, res) => {
     const name = assertPackageName(req.params.name);

@@ -336,6 +336,54 @@ describe('the worked example of docs/auth.md: each user reads their own jobs', (
   });
 });
 
+describe('the job routes read under the same rules as job:<id> (GET /api/v1/jobs, /jobs/<id>, /jobs/<id>/logs)', () => {
+  it('a private job is 403 without a grant, 200 with one (Bearer or ?token=); the list holds only readable jobs; logs likewise', async () => {
+    const { rows } = await admin.query<{ id: string }>(
+      `insert into herald.jobs (type, payload, submitted_by, max_attempts) values ('demo', '{}', 'alice', 1), ('demo', '{}', 'bob', 1), ('demo', '{}', 'alice', 1) returning id`,
+    );
+    const [a1, b, a2] = rows.map((r) => Number(r.id)) as [number, number, number];
+    await admin.query(`insert into herald.job_logs (job_id, level, message) values ($1, 30, 'alice line'), ($2, 30, 'bob line')`, [a1, b]);
+    const alice = await hs256('alice', []);
+    const get = async (path: string, token?: string, via: 'header' | 'query' = 'header') => {
+      const url = new URL(`/api/v1${path}`, herald.url);
+      if (token !== undefined && via === 'query') url.searchParams.set('token', token);
+      const r = await fetch(url, { headers: token !== undefined && via === 'header' ? { authorization: `Bearer ${token}` } : {} });
+      return { status: r.status, body: (await r.json()) as Record<string, unknown> };
+    };
+    const forbidden = { status: 403, body: { error: expect.objectContaining({ code: 'forbidden', retryable: false }) } };
+
+    // Anonymous: 403 for the job, its logs and an id no job has (no existence oracle).
+    for (const path of [`/jobs/${a1}`, `/jobs/${a1}/logs`, `/jobs/${a2 + 1000}`]) expect(await get(path)).toMatchObject(forbidden);
+    // Alice: her jobs over either way of sending the token; bob's is 403.
+    expect(await get(`/jobs/${a1}`, alice)).toMatchObject({ status: 200, body: { id: a1, type: 'demo' } });
+    expect(await get(`/jobs/${a2}`, alice, 'query')).toMatchObject({ status: 200, body: { id: a2 } });
+    expect((await get(`/jobs/${a1}/logs`, alice)).body.logs).toMatchObject([{ message: 'alice line' }]);
+    expect(await get(`/jobs/${b}`, alice)).toMatchObject(forbidden);
+    expect(await get(`/jobs/${b}/logs`, alice)).toMatchObject(forbidden);
+    // The static read token is a grant of `*`.
+    expect((await get(`/jobs/${b}/logs`, READ_TOKEN)).body.logs).toMatchObject([{ message: 'bob line' }]);
+
+    // The list: the readable jobs among those examined; `next` moves past them all.
+    const since = a1 - 1;
+    const ids = async (token?: string) => {
+      const { status, body } = await get(`/jobs?since=${since}&type=demo`, token);
+      expect(status).toBe(200);
+      return { ids: (body.jobs as { id: number }[]).map((j) => j.id).filter((id) => id <= a2), next: body.next };
+    };
+    expect(await ids()).toEqual({ ids: [], next: expect.any(Number) });
+    expect((await ids()).next).toBeGreaterThanOrEqual(a2);
+    expect((await ids(alice)).ids).toEqual([a1, a2]);
+    expect((await ids(await hs256('bob', []))).ids).toEqual([b]);
+    expect((await ids(READ_TOKEN)).ids).toEqual([a1, b, a2]);
+
+    // A token that does not verify is 401, never a downgrade to anonymous.
+    expect(await get(`/jobs/${a1}`, await hs256('alice', [], {}, 'not-the-secret-0123456789abcdefghij'))).toMatchObject({
+      status: 401,
+      body: { error: { code: 'unauthorized' } },
+    });
+  });
+});
+
 describe('narrowing in the filter itself (no authorization function), on every transport', () => {
   let plain: TestHerald;
   beforeAll(async () => {

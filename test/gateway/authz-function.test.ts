@@ -48,9 +48,9 @@ describe('AuthzFunction and TopicDecisions', () => {
   it('passes the subject, its claims and the topic; true allows, false and null deny', async () => {
     const fn = new AuthzFunction('app.can_read', reads, 60_000, logger);
     const claims = { sub: 'alice', herald: { subscribe: [] } };
-    expect(await fn.allows({ sub: 'alice', claims }, 'x:yes', 'k')).toBe(true);
-    expect(await fn.allows({ sub: null, claims: {} }, 'x:no', 'k')).toBe(false);
-    expect(await fn.allows({ sub: 'alice', claims }, 'x:null', 'k')).toBe(false);
+    expect(await fn.allows({ sub: 'alice', claims }, ['x:yes'], 'k')).toEqual([true]);
+    expect(await fn.allows({ sub: null, claims: {} }, ['x:no'], 'k')).toEqual([false]);
+    expect(await fn.allows({ sub: 'alice', claims }, ['x:null'], 'k')).toEqual([false]);
     expect(await calls()).toEqual([
       { subject: 'alice', claims, topic: 'x:yes' },
       { subject: null, claims: {}, topic: 'x:no' },
@@ -81,20 +81,35 @@ describe('AuthzFunction and TopicDecisions', () => {
     expect(decisions.cached('x:boom')).toBeUndefined();
     expect((await calls()).length).toBe(0); // each call's insert rolled back with its error
     expect(warnings).toEqual([
-      { err: expect.stringContaining('down'), topic: 'x:boom' },
-      { err: expect.stringContaining('down'), topic: 'x:boom' },
+      { err: expect.stringContaining('down'), topic: 'x:boom', topics: 1 },
+      { err: expect.stringContaining('down'), topic: 'x:boom', topics: 1 },
     ]);
+  });
+
+  it('decideAll asks about every topic not remembered in one call, in order, and remembers each answer', async () => {
+    const decisions = new TopicDecisions(new AuthzFunction('app.can_read', reads, 60_000, logger), { sub: 'a', claims: {} }, 'k');
+    expect(await decisions.decide('x:yes')).toBe(true);
+    const before = (await pool.query<{ n: number }>('select count(*)::int as n from app.calls')).rows[0]!.n;
+    const batch = ['x:no', 'x:yes', 'x:null', 'x:no', 'x:other'];
+    expect(await decisions.decideAll(batch)).toEqual([false, true, false, false, false]);
+    // x:yes was remembered and x:no asked once: three topics, in first-seen order.
+    expect((await calls()).slice(before).map((c) => c.topic)).toEqual(['x:no', 'x:null', 'x:other']);
+    expect(await decisions.decideAll(batch)).toEqual([false, true, false, false, false]);
+    expect((await calls()).length).toBe(before + 3);
+    await expect(decisions.decideAll(['x:yes', 'x:boom'])).rejects.toMatchObject({ code: 'HERALD_ERR_UNAVAILABLE' });
+    expect(decisions.cached('x:boom')).toBeUndefined();
+    await pool.query('truncate app.calls');
   });
 
   it('a call past the read pool’s statement timeout is unavailable', async () => {
     const fn = new AuthzFunction('app.can_read', reads, 60_000, logger);
-    await expect(fn.allows({ sub: 'a', claims: {} }, 'x:slow', 'k')).rejects.toMatchObject({ code: 'HERALD_ERR_UNAVAILABLE', retryable: true });
+    await expect(fn.allows({ sub: 'a', claims: {} }, ['x:slow'], 'k')).rejects.toMatchObject({ code: 'HERALD_ERR_UNAVAILABLE', retryable: true });
   });
 
   it(`a connection remembers at most ${DECISIONS_MAX} topics, forgetting the oldest first`, async () => {
     // A function that answers without a query: the bound is about memory, not the database.
     const fn = new AuthzFunction('app.can_read', reads, 60_000, logger);
-    fn.allows = async (_s, topic) => topic.endsWith('1');
+    fn.allows = async (_s, topics) => topics.map((t) => t.endsWith('1'));
     const decisions = new TopicDecisions(fn, { sub: 'a', claims: {} }, 'k');
     for (let i = 0; i <= DECISIONS_MAX; i++) await decisions.decide(`t:${i}`);
     expect([decisions.cached('t:0'), decisions.cached('t:1'), decisions.cached(`t:${DECISIONS_MAX}`)]).toEqual([undefined, true, false]);

@@ -116,12 +116,22 @@ async function longPoll(since: number, min: number, gen: number): Promise<void> 
   }
 }
 
-/** GET a JSON answer; a non-2xx status is an error naming the route and the server's message. */
+/** A refused GET: the server's error code (`forbidden` for a private job) and message. */
+class ApiError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** GET a JSON answer; a non-2xx status is an ApiError naming the route and the server's message. */
 async function getJson<T>(url: string): Promise<T> {
   const r = await fetch(url, { headers: authHeaders });
   if (r.ok) return (await r.json()) as T;
-  const body = (await r.json().catch(() => null)) as { error?: { message?: string } } | null;
-  throw new Error(`GET ${url} answered ${r.status}${body?.error?.message ? `: ${body.error.message}` : ''}`);
+  const body = (await r.json().catch(() => null)) as { error?: { code?: string; message?: string } } | null;
+  throw new ApiError(body?.error?.code ?? String(r.status), `GET ${url} answered ${r.status}${body?.error?.message ? `: ${body.error.message}` : ''}`);
 }
 
 async function start(): Promise<void> {
@@ -170,6 +180,11 @@ async function start(): Promise<void> {
 }
 
 // A failed start (the server unreachable or refusing) is shown, not left as a script error.
-const begin = () => start().catch((err: Error) => (connEl.textContent = `stopped: ${err.message}`));
+// The job's record and log lines are as private as its events: a refusal there is told the same way.
+const begin = () =>
+  start().catch((err: Error) => {
+    if (err instanceof ApiError && ACCESS_CODES.has(err.code)) refused(err.code, err.message);
+    else connEl.textContent = `stopped: ${err.message}`;
+  });
 levelEl.addEventListener('change', () => void begin());
 void begin();
