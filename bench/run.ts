@@ -10,6 +10,7 @@ const BENCHES: Record<string, () => Promise<unknown>> = {
   publish: async () => (await import('./publish.bench.ts')).run(),
   fanout: async () => (await import('./fanout.bench.ts')).run(),
   jobs: async () => (await import('./jobs.bench.ts')).run(),
+  chatty: async () => (await import('./chatty.bench.ts')).run(),
   export: async () => (await import('./export.bench.ts')).run(),
   index: async () => (await import('./index.bench.ts')).run(),
   reconnect: async () => (await import('./reconnect.bench.ts')).run(),

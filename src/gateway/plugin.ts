@@ -12,6 +12,7 @@ import type { Hub } from '../events/hub.ts';
 import type { Listener } from '../events/listener.ts';
 import type { EventLog } from '../events/log.ts';
 import type { Subscription } from '../events/subscription.ts';
+import type { PoolOptions } from '../db/pool.ts';
 import type { Metrics } from '../http/metrics.ts';
 import type { Logger } from '../logger.ts';
 import type { SubscribeOptions } from './subscribe.ts';
@@ -22,6 +23,12 @@ export interface GatewayServices {
   readonly logger: Logger;
   /** The main pool (publishers, jobs, registry); client catch-up reads have their own. */
   readonly pool: pg.Pool;
+  /**
+   * A pool of the plug-in's own on the gateway's database, for work that must not wait behind
+   * the main pool's (the job engine's writes): `max` connections named `applicationName` in
+   * pg_stat_activity. The gateway ends it after the plug-in's close().
+   */
+  openPool(applicationName: string, max: number, options?: Omit<PoolOptions, 'applicationName'>): pg.Pool;
   readonly log: EventLog;
   readonly hub: Hub;
   readonly metrics: Metrics;

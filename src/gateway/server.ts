@@ -185,6 +185,8 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     },
   };
   const { access } = parts;
+  /** Pools opened by plug-ins (GatewayServices.openPool), ended after the plug-ins close. */
+  const pluginPools: pg.Pool[] = [];
   const services: GatewayServices = {
     config,
     logger,
@@ -199,6 +201,11 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
     },
     // A plug-in reads as itself: no topic is private to it.
     subscribe: (transport, opts) => subscribe(parts, transport, opts),
+    openPool: (applicationName, max, opts) => {
+      const opened = createPool(databaseUrl, max, logger, { ...opts, applicationName });
+      pluginPools.push(opened);
+      return opened;
+    },
     readable: async ({ authorization, token, address }, topics, signal) =>
       access.readable(topics, access.reader(await access.authenticate(authorization, token), address), signal),
   };
@@ -271,6 +278,7 @@ export async function startGateway(config: Config, options: GatewayOptions = {})
       await pruner.stop();
       await listener.close();
       await pool.end();
+      for (const p of pluginPools) await p.end();
       await appendPool.end();
       await readPool.end();
       await embedded?.stop();

@@ -6,9 +6,11 @@
  *
  * A worker pool's writes go many at a time: cycle() records the outcomes of finished runs and
  * claims jobs for the free slots, writeLogs() appends log lines, each in one statement (the
- * pool gathers what comes meanwhile, src/jobs/group-commit.ts), so one commit and one turn of
- * the event log's id lock covers them all. The hot statements are prepared (pg named
- * queries): parsed and planned once per connection.
+ * pool gathers what comes meanwhile, src/group-commit.ts), so one commit and one turn of
+ * the event log's id lock covers them all. In autocommit their events go straight into the
+ * log (herald.append as the statement's last step: the lock is held from there to the
+ * commit only); inside a caller's transaction they are staged for its COMMIT. The hot
+ * statements are prepared (pg named queries): parsed once per connection.
  */
 import type pg from 'pg';
 import { HeraldError } from '../errors.ts';
@@ -96,7 +98,11 @@ export interface CycleResult {
 
 const JOB = 'herald.job_json(j)';
 
-/** Creates a job with its `queued` and `created` events; nothing when a key conflicts. */
+/**
+ * Creates a job with its `queued` and `created` events; nothing when a key conflicts. One
+ * autocommit statement: its events go straight into the log (herald.append, the id lock taken
+ * last and held to the commit), not through the commit trigger's staging.
+ */
 const SUBMIT_SQL = `
   with ins as (
     insert into herald.jobs as j (type, payload, lock_key, dedupe_key, idempotency_key, submitted_by, max_attempts)
@@ -105,13 +111,11 @@ const SUBMIT_SQL = `
     returning j.id, ${JOB} as job
   ), input as (
     insert into herald.job_inputs (job_id, archive) select id, $8::bytea from ins where $8::bytea is not null
-  ), events as (
-    insert into herald.pending (topic, type, data)
-    select e.topic, e.type, ins.job
-    from ins cross join lateral (values (1, 'job:' || ins.id, 'status'), (2, 'jobs', 'created')) e(k, topic, type)
-    order by e.k
   )
-  select job from ins`;
+  select ins.job, (select count(*) from herald.append(jsonb_build_array(
+    jsonb_build_object('topic', 'job:' || ins.id, 'type', 'status', 'data', ins.job),
+    jsonb_build_object('topic', 'jobs', 'type', 'created', 'data', ins.job)))) as appended
+  from ins`;
 
 /**
  * One statement, so one commit and one turn of the event log's id lock, for what a worker
@@ -128,8 +132,14 @@ const SUBMIT_SQL = `
  * Events, in this order: per outcome, `status` on `job:<id>` and `finished` on `jobs` (not
  * for a retry); then per claimed job, its `running` status. The comment names the statement
  * in pg_stat_activity.
+ *
+ * In autocommit (the worker pool's writes) the events go straight into the log with
+ * herald.append, the statement's last step, so the id lock is held from there to the commit
+ * only. Inside a caller's transaction (complete(), with a handler's effects) they are staged
+ * and the commit trigger appends them at COMMIT, as herald.emit does: the lock is never held
+ * across the caller's own work.
  */
-const CYCLE_SQL = `
+const cycleSql = (events: { staged: string; appended: string }) => `
   with /* herald: job cycle */ input as (
     select * from unnest($1::bigint[], $2::text[], $3::boolean[], $4::jsonb[], $5::text[], $6::bigint[])
       with ordinality as i(id, run_id, ok, result, error, retry_ms, ord)
@@ -176,17 +186,7 @@ const CYCLE_SQL = `
     from chosen c join slot s on s.n = c.n
     where j.id = c.id
     returning j.id, ${JOB} as job, j.max_attempts, j.submitted_by, j.locked_by
-  ), events as (
-    insert into herald.pending (topic, type, data)
-    select e.topic, e.type, e.data from (
-      select 1 as part, d.ord, 1 as k, 'job:' || d.id as topic, 'status' as type, d.job as data from done d
-      union all
-      select 1, d.ord, 2, 'jobs', 'finished', d.job from done d where d.status <> 'queued'
-      union all
-      select 2, c.id, 1, 'job:' || c.id, 'status', c.job from claimed c
-    ) e
-    order by e.part, e.ord, e.k
-  )
+  )${events.staged}
   select
     (select coalesce(jsonb_agg(jsonb_build_object('ord', d.ord, 'job', d.job)), '[]') from done d) as finished,
     (select coalesce(jsonb_agg(jsonb_build_object('job', c.job, 'maxAttempts', c.max_attempts, 'submittedBy', c.submitted_by, 'runId', c.locked_by)
@@ -197,9 +197,40 @@ const CYCLE_SQL = `
     -- left out and its retries added.
     least((select min(q.run_at) from herald.jobs q where q.status = 'queued' and q.id not in (select id from chosen)),
           (select min(r.locked_until) from herald.jobs r where r.status = 'running' and r.id <> all($1::bigint[])),
-          (select min(d.run_at) from done d where d.status = 'queued')) as next_due`;
+          (select min(d.run_at) from done d where d.status = 'queued')) as next_due${events.appended}`;
 
-/** Appends log lines in input order, each with its `log` event in the same order. */
+/** The cycle's events, in order (see cycleSql). */
+const CYCLE_EVENTS = `
+  select 1 as part, d.ord, 1 as k, 'job:' || d.id as topic, 'status' as type, d.job as data from done d
+  union all
+  select 1, d.ord, 2, 'jobs', 'finished', d.job from done d where d.status <> 'queued'
+  union all
+  select 2, c.id, 1, 'job:' || c.id, 'status', c.job from claimed c`;
+
+/** The cycle in autocommit: its events appended in the statement. */
+const CYCLE_SQL = cycleSql({
+  staged: '',
+  appended: `,
+    (select count(*) from herald.append((
+      select coalesce(jsonb_agg(jsonb_build_object('topic', e.topic, 'type', e.type, 'data', e.data) order by e.part, e.ord, e.k), '[]')
+      from (${CYCLE_EVENTS}) e))) as appended`,
+});
+
+/** The cycle inside a caller's transaction: its events staged for the commit trigger. */
+const CYCLE_IN_TX_SQL = cycleSql({
+  staged: `, events as (
+    insert into herald.pending (topic, type, data)
+    select e.topic, e.type, e.data from (${CYCLE_EVENTS}) e
+    order by e.part, e.ord, e.k
+  )`,
+  appended: '',
+});
+
+/**
+ * Appends log lines in input order, each with its `log` event in the same order, the events
+ * straight into the log (herald.append) as the statement's last step. The lines come back as
+ * one JSON array, in order.
+ */
 const LOGS_SQL = `
   with input as (
     select * from unnest($1::bigint[], $2::smallint[], $3::text[], $4::boolean[]) with ordinality as i(job_id, level, message, truncated, ord)
@@ -207,11 +238,12 @@ const LOGS_SQL = `
     insert into herald.job_logs (job_id, level, message, truncated)
     select job_id, level, message, truncated from input order by ord
     returning *
-  ), events as (
-    insert into herald.pending (topic, type, data)
-    select 'job:' || l.job_id, 'log', herald.job_log_json(l) from l order by l.id
+  ), lines as (
+    select l.id, l.job_id, herald.job_log_json(l) as line from l
   )
-  select herald.job_log_json(l) as line from l order by l.id`;
+  select (select jsonb_agg(line order by id) from lines) as lines,
+    (select count(*) from herald.append((
+      select jsonb_agg(jsonb_build_object('topic', 'job:' || job_id, 'type', 'log', 'data', line) order by id) from lines))) as appended`;
 
 function truncate(message: string): { message: string; truncated: boolean } {
   if (Buffer.byteLength(message) <= MAX_LOG_BYTES) return { message, truncated: false };
@@ -320,12 +352,13 @@ export class JobStore {
    */
   async writeLogs(lines: readonly NewLogLine[]): Promise<LogJson[]> {
     const cut = lines.map((l) => truncate(l.message));
-    const { rows } = await this.pool.query<{ line: LogJson }>({
+    if (lines.length === 0) return [];
+    const { rows } = await this.pool.query<{ lines: LogJson[] }>({
       name: 'herald_job_logs',
       text: LOGS_SQL,
       values: [lines.map((l) => l.jobId), lines.map((l) => LOG_LEVELS[l.level]), cut.map((c) => c.message), cut.map((c) => c.truncated)],
     });
-    return rows.map((r) => r.line);
+    return rows[0]!.lines;
   }
 
   /** The job's uploaded input (a publish archive), or null. */
@@ -358,8 +391,8 @@ export class JobStore {
           candidates: number;
           next_due: Date | null;
         }>({
-          name: 'herald_job_cycle',
-          text: CYCLE_SQL,
+          // In a caller's transaction the events wait for its COMMIT (see cycleSql).
+          ...(client === this.pool ? { name: 'herald_job_cycle', text: CYCLE_SQL } : { name: 'herald_job_cycle_in_tx', text: CYCLE_IN_TX_SQL }),
           values: [
             outcomes.map((o) => o.jobId),
             outcomes.map((o) => o.runId),

@@ -20,7 +20,7 @@ import { coerceError, HeraldError } from '../errors.ts';
 import type { Since, Subscription } from '../events/subscription.ts';
 import { TopicFilter } from '../events/topic.ts';
 import type { Logger } from '../logger.ts';
-import { GroupCommit } from './group-commit.ts';
+import { GroupCommit } from '../group-commit.ts';
 import {
   type ClaimedJob,
   type CycleResult,
@@ -106,8 +106,8 @@ export class WorkerPool {
     private readonly size: number = deps.settings.workers,
   ) {
     const { store, settings } = deps;
-    this.logs = new GroupCommit((lines) => store.writeLogs(lines), settings.jobBatchMax);
-    this.writes = new GroupCommit((outcomes) => this.cycle(outcomes), settings.jobBatchMax);
+    this.logs = new GroupCommit({ write: (lines) => store.writeLogs(lines), maxItems: settings.jobBatchMax, gatherTurn: true });
+    this.writes = new GroupCommit({ write: (outcomes) => this.cycle(outcomes), maxItems: settings.jobBatchMax, gatherTurn: true });
   }
 
   /** Where the pool is in its lifecycle (reported by GET /api/v1/status). */

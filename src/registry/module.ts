@@ -94,6 +94,14 @@ export function createRegistry(options: RegistryOptions = {}): Registry {
   };
 }
 
+/**
+ * The job engine's connections: its writes (claims with outcomes, log lines: one flush in
+ * flight each) and lease renewals run on a pool of their own, so a busy main pool (HTTP
+ * requests, handlers' effects) never delays a claim. Its few fixed statements are planned
+ * once (genericPlans): planning the claim statement afresh cost more than running it.
+ */
+const ENGINE_CONNECTIONS = 3;
+
 async function startRegistry(services: GatewayServices, options: RegistryOptions): Promise<{ instance: PluginInstance; handles: Handles }> {
   const { config, logger, pool } = services;
   const subscribe: GatewayServices['subscribe'] = (transport, opts) => services.subscribe(transport, opts);
@@ -103,7 +111,7 @@ async function startRegistry(services: GatewayServices, options: RegistryOptions
   const workers =
     config.workers > 0
       ? new WorkerPool(
-          { store: jobs, pool, logger, subscribe, settings: config },
+          { store: new JobStore(services.openPool('herald-jobs', ENGINE_CONNECTIONS, { genericPlans: true })), pool, logger, subscribe, settings: config },
           { ...createRegistryHandlers({ settings: config, index, pool }), ...options.handlers },
         )
       : null;
