@@ -348,7 +348,7 @@ describe.skipIf(!haveChromium)('web pages in Chromium', () => {
   });
 });
 
-describe.skipIf(!haveChromium)('the job page with private job topics (HERALD_PRIVATE_TOPIC_PREFIXES=job:)', () => {
+describe.skipIf(!haveChromium)('the pages with private job topics (HERALD_PRIVATE_TOPIC_PREFIXES=job:,jobs)', () => {
   const SECRET = 'pages-test-secret-of-at-least-32-characters';
   let privDb: TestDatabase;
   let priv: TestHerald;
@@ -359,7 +359,7 @@ describe.skipIf(!haveChromium)('the job page with private job topics (HERALD_PRI
   beforeAll(async () => {
     privDb = await createTestDatabase();
     // No workers: the test moves the job through its statuses itself, while the page watches.
-    priv = await startTestHerald(privDb.url, { port: await freePort(), workers: 0, privateTopicPrefixes: ['job:'], jwtSecrets: [SECRET] });
+    priv = await startTestHerald(privDb.url, { port: await freePort(), workers: 0, privateTopicPrefixes: ['job:', 'jobs'], jwtSecrets: [SECRET] });
   });
   afterAll(async () => {
     await priv?.close();
@@ -427,6 +427,18 @@ describe.skipIf(!haveChromium)('the job page with private job topics (HERALD_PRI
     // The page of a private job is served whether the job exists or not: the request has no
     // token (it is in the fragment), so its status must not tell a stranger which jobs exist.
     for (const id of [job.id, 999_999]) expect((await fetch(`${priv.url}/jobs/${id}`)).status).toBe(200);
+  });
+
+  it('/ shows the job counts though `jobs` is private: refused live, it refreshes them from /api/v1/status, without a page error', async () => {
+    await priv.jobs.submit({ type: 'takedown', payload: { package: 'private-home' }, maxAttempts: 1 });
+    const { queued } = await priv.jobs.counts();
+    const page = await browser.newPage();
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(`${priv.url}/`);
+    await page.waitForFunction((n) => document.querySelector('#jobs')?.textContent?.includes(`${n} queued`), queued);
+    expect(errors).toEqual([]);
+    await page.close();
   });
 
   it('/events?topic=job:<id> takes the #token too, keeps it in the address, and without it says the topic is private', async () => {

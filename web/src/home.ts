@@ -20,9 +20,15 @@ async function refresh(): Promise<void> {
   }
 }
 
+/** The token in `#token=…`, if any (docs/auth.md): for a server where `jobs` is private. */
+const token = new URLSearchParams(location.hash.slice(1)).get('token') || undefined;
+
+// Live figures follow `jobs` (each job's creation and end). Where `jobs` is private and this
+// reader may not read it, the subscription is refused and the timer below keeps them fresh.
 connect({
   url: location.origin,
   topics: ['jobs'],
+  token,
   since: 'now',
   onEvent: () => void refresh(),
   onCheckpoint: (id) => (headEl.textContent = String(id)),
