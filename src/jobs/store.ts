@@ -228,8 +228,8 @@ const CYCLE_IN_TX_SQL = cycleSql({
 
 /**
  * Appends log lines in input order, each with its `log` event in the same order, the events
- * straight into the log (herald.append) as the statement's last step. The lines come back as
- * one JSON array, in order.
+ * straight into the log (herald.append) as the statement's last step. Only the lines' ids
+ * come back, in order (a chatty job's lines are not sent back to it).
  */
 const LOGS_SQL = `
   with input as (
@@ -241,7 +241,7 @@ const LOGS_SQL = `
   ), lines as (
     select l.id, l.job_id, herald.job_log_json(l) as line from l
   )
-  select (select jsonb_agg(line order by id) from lines) as lines,
+  select (select jsonb_agg(id order by id) from lines) as ids,
     (select count(*) from herald.append((
       select jsonb_agg(jsonb_build_object('topic', 'job:' || job_id, 'type', 'log', 'data', line) order by id) from lines))) as appended`;
 
@@ -343,22 +343,24 @@ export class JobStore {
 
   /** Appends a log line and its event, in one statement (visible at once, whatever the job's fate). */
   async log(jobId: number, level: LogLevel, text: string): Promise<LogJson> {
-    return (await this.writeLogs([{ jobId, level, message: text }]))[0]!;
+    const [id] = await this.writeLogs([{ jobId, level, message: text }]);
+    const { rows } = await this.pool.query<{ line: LogJson }>('select herald.job_log_json(l) as line from herald.job_logs l where id = $1', [id]);
+    return rows[0]!.line;
   }
 
   /**
    * Appends log lines (each cut to MAX_LOG_BYTES) and their events in one statement, in the
-   * order given; returns them in that order.
+   * order given; returns their ids in that order.
    */
-  async writeLogs(lines: readonly NewLogLine[]): Promise<LogJson[]> {
+  async writeLogs(lines: readonly NewLogLine[]): Promise<number[]> {
     const cut = lines.map((l) => truncate(l.message));
     if (lines.length === 0) return [];
-    const { rows } = await this.pool.query<{ lines: LogJson[] }>({
+    const { rows } = await this.pool.query<{ ids: number[] }>({
       name: 'herald_job_logs',
       text: LOGS_SQL,
       values: [lines.map((l) => l.jobId), lines.map((l) => LOG_LEVELS[l.level]), cut.map((c) => c.message), cut.map((c) => c.truncated)],
     });
-    return rows[0]!.lines;
+    return rows[0]!.ids;
   }
 
   /** The job's uploaded input (a publish archive), or null. */

@@ -21,17 +21,7 @@ import type { Since, Subscription } from '../events/subscription.ts';
 import { TopicFilter } from '../events/topic.ts';
 import type { Logger } from '../logger.ts';
 import { GroupCommit } from '../group-commit.ts';
-import {
-  type ClaimedJob,
-  type CycleResult,
-  type JobJson,
-  type JobStore,
-  type LogJson,
-  type LogLevel,
-  leaseLost,
-  type NewLogLine,
-  type Outcome,
-} from './store.ts';
+import { type ClaimedJob, type CycleResult, type JobJson, type JobStore, type LogLevel, leaseLost, type NewLogLine, type Outcome } from './store.ts';
 
 /** The settings a WorkerPool reads (the whole Config satisfies it). */
 export type WorkerPoolSettings = Pick<
@@ -96,7 +86,7 @@ export class WorkerPool {
   private timer: NodeJS.Timeout | null = null;
   private readonly aborter = new AbortController();
   /** Log lines of every run, a statement per flush. */
-  private readonly logs: GroupCommit<NewLogLine, LogJson>;
+  private readonly logs: GroupCommit<NewLogLine, number>;
   /** Outcomes of every run, each flush also claiming jobs for the free slots (cycle()). */
   private readonly writes: GroupCommit<Outcome, JobJson | null>;
 
