@@ -10,7 +10,8 @@
  * producer with the chatty job off, measured first in the same run. Afterwards the job's lines
  * are checked: LINES of them, in order, each with its `log` event on `job:<id>`, once.
  *
- * BENCH_CHATTY_LINES sets the line count (default 100,000).
+ * BENCH_CHATTY_LINES sets the line count (default 100,000); BENCH_CHATTY_BATCH_MAX the engine's
+ * HERALD_JOB_BATCH_MAX (default: Herald's).
  */
 import type pg from 'pg';
 import { loadConfig } from '../src/config.ts';
@@ -21,6 +22,8 @@ import { createLogger } from '../src/logger.ts';
 import { benchDatabase, percentile, printTable, type Row } from './support.ts';
 
 const LINES = Number(process.env.BENCH_CHATTY_LINES ?? 100_000);
+/** HERALD_JOB_BATCH_MAX for the run (default: Herald's default). */
+const BATCH_MAX = process.env.BENCH_CHATTY_BATCH_MAX ? Number(process.env.BENCH_CHATTY_BATCH_MAX) : undefined;
 /** Log lines the handler keeps in flight (awaiting the oldest beyond it): memory stays bounded. */
 const WINDOW = 2_000;
 const PACE_MS = 5;
@@ -73,20 +76,26 @@ export async function run(): Promise<Row[]> {
   let wrote = 0;
   let resolveDone: () => void = () => undefined;
   const done = new Promise<void>((r) => (resolveDone = r));
-  const h = await startHerald(loadConfig({ port: 0, host: '127.0.0.1', databaseUrl: db.url, logLevel: 'warn', workers: 1, retentionMaxAgeMs: 0 }, {}), {
-    skipMigrations: true,
-    logger: createLogger('warn'),
-    handlers: {
-      chatty: {
-        async run(_job, jc) {
-          started = performance.now();
-          await chatter(jc);
-          wrote = performance.now();
-          resolveDone();
+  const h = await startHerald(
+    loadConfig(
+      { port: 0, host: '127.0.0.1', databaseUrl: db.url, logLevel: 'warn', workers: 1, retentionMaxAgeMs: 0, ...(BATCH_MAX ? { jobBatchMax: BATCH_MAX } : {}) },
+      {},
+    ),
+    {
+      skipMigrations: true,
+      logger: createLogger('warn'),
+      handlers: {
+        chatty: {
+          async run(_job, jc) {
+            started = performance.now();
+            await chatter(jc);
+            wrote = performance.now();
+            resolveDone();
+          },
         },
       },
     },
-  });
+  );
   try {
     // The other producer alone.
     const quiet = producer(pool);

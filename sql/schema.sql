@@ -19,6 +19,8 @@
 --   010 migration_breaking
 --   011 idempotency_and_webhook_replay
 --   012 emit_fast_path
+--   013 emit_checks_once
+--   014 append_rows
 
 create schema herald;
 
@@ -218,7 +220,7 @@ alter table herald.advisories add constraint advisories_package_fkey FOREIGN KEY
 alter table herald.advisories add constraint advisories_pkey PRIMARY KEY (id);
 alter table herald.advisories add constraint advisories_summary_check CHECK (octet_length(summary) >= 1 AND octet_length(summary) <= 4096);
 alter table herald.events add constraint events_pkey PRIMARY KEY (id);
-alter table herald.events add constraint events_topic_check CHECK (herald.valid_topic(topic));
+alter table herald.events add constraint events_topic_check CHECK (topic ~ '^[a-z0-9._-]+(:[a-z0-9._-]+)*$'::text AND octet_length(topic) <= 256) NOT VALID;
 alter table herald.events add constraint events_type_check CHECK (octet_length(type) >= 1 AND octet_length(type) <= 128);
 alter table herald.export_cursors add constraint export_cursors_pkey PRIMARY KEY (consumer);
 alter table herald.export_objects add constraint export_objects_pkey PRIMARY KEY (bucket, key);
@@ -247,8 +249,6 @@ alter table herald.package_owners add constraint package_owners_user_name_fkey F
 alter table herald.packages add constraint packages_name_check CHECK (name ~ '^[a-z0-9][a-z0-9_-]{0,63}$'::text);
 alter table herald.packages add constraint packages_pkey PRIMARY KEY (name);
 alter table herald.pending add constraint pending_pkey PRIMARY KEY (seq);
-alter table herald.pending add constraint pending_topic_check CHECK (herald.valid_topic(topic));
-alter table herald.pending add constraint pending_type_check CHECK (octet_length(type) >= 1 AND octet_length(type) <= 128);
 alter table herald.takedown_requests add constraint takedown_requests_job_id_fkey FOREIGN KEY (job_id) REFERENCES herald.jobs(id) ON DELETE SET NULL;
 alter table herald.takedown_requests add constraint takedown_requests_pkey PRIMARY KEY (id);
 alter table herald.tokens add constraint tokens_hash_check CHECK (octet_length(hash) = 32);
@@ -311,12 +311,42 @@ begin
   perform herald.ring();
 end $function$;
 
+CREATE OR REPLACE FUNCTION herald.append_rows(topics text[], types text[], datas jsonb[])
+ RETURNS SETOF bigint
+ LANGUAGE plpgsql
+AS $function$
+declare
+  n bigint := coalesce(cardinality(topics), 0);
+  first_id bigint;
+  ts timestamptz;
+begin
+  if n = 0 then
+    return;
+  end if;
+  if cardinality(types) <> n or cardinality(datas) <> n then
+    raise exception 'herald.append_rows: % topics, % types and % datas', n, cardinality(types), cardinality(datas)
+      using errcode = 'invalid_parameter_value';
+  end if;
+  perform herald.lock_ids();
+  first_id := herald.take_ids(n);
+  ts := clock_timestamp();
+  return query
+    insert into herald.events (id, topic, type, data, at)
+    select first_id + u.ord - 1, u.topic, u.type, coalesce(u.data, 'null'::jsonb), ts
+    from unnest(topics, types, datas) with ordinality as u(topic, type, data, ord)
+    returning id;
+  perform herald.ring();
+end $function$;
+
 CREATE OR REPLACE FUNCTION herald.emit(topic text, type text, data jsonb DEFAULT '{}'::jsonb)
  RETURNS void
  LANGUAGE plpgsql
 AS $function$
 begin
   -- Positional: the parameters share the columns' names.
+  if not (herald.valid_topic($1) and octet_length($2) between 1 and 128) then
+    perform herald.refuse_staged($1, $2);
+  end if;
   insert into herald.pending (topic, type, data) values ($1, $2, coalesce($3, 'null'::jsonb));
 end $function$;
 
@@ -326,9 +356,16 @@ CREATE OR REPLACE FUNCTION herald.emit_many(events jsonb)
 AS $function$
 begin
   insert into herald.pending (topic, type, data)
-  select e->>'topic', e->>'type', coalesce(e->'data', 'null'::jsonb)
-  from jsonb_array_elements($1) with ordinality as t(e, ord)
-  order by ord;
+  select e.topic, e.type, e.data
+  from (
+    select x->>'topic' as topic, x->>'type' as type, coalesce(x->'data', 'null'::jsonb) as data, ord
+    from jsonb_array_elements($1) with ordinality as t(x, ord)
+  ) e
+  where case
+    when herald.valid_topic(e.topic) and octet_length(e.type) between 1 and 128 then true
+    else herald.refuse_staged(e.topic, e.type)
+  end
+  order by e.ord;
 end $function$;
 
 CREATE OR REPLACE FUNCTION herald.iso(ts timestamp with time zone)
@@ -400,6 +437,21 @@ AS $function$
   from herald.packages p where p.name = pkg
 $function$;
 
+CREATE OR REPLACE FUNCTION herald.refuse_staged(topic text, type text)
+ RETURNS boolean
+ LANGUAGE plpgsql
+AS $function$
+declare
+  con text := case when not herald.valid_topic(topic) then 'pending_topic_check' else 'pending_type_check' end;
+begin
+  if topic is null or type is null then
+    return true;
+  end if;
+  raise exception 'new row for relation "pending" violates check constraint "%"', con
+    using errcode = 'check_violation', schema = 'herald', table = 'pending', constraint = con,
+      detail = format('topic %s, type %s', quote_literal(topic), quote_literal(type));
+end $function$;
+
 CREATE OR REPLACE FUNCTION herald.ring()
  RETURNS void
  LANGUAGE sql
@@ -443,28 +495,28 @@ declare
   last_seq bigint := currval('herald.pending_seq_seq');
 begin
   if new.seq >= last_seq then
-    perform herald.ring();
-    perform herald.lock_ids();
-    -- One statement: its delete finds nothing if an earlier firing moved the row already.
-    with moved as (delete from herald.pending where seq = new.seq returning 1)
+    -- Before the lock. Nothing found: an earlier firing moved it with the rest of its batch.
+    delete from herald.pending where seq = new.seq;
+    if not found then
+      return null;
+    end if;
+    with locked as materialized (select herald.lock_ids(), herald.ring())
     insert into herald.events (id, topic, type, data, at)
-    select nextval('herald.event_id_seq'), new.topic, new.type, new.data, clock_timestamp() from moved;
+    select nextval('herald.event_id_seq'), new.topic, new.type, new.data, clock_timestamp() from locked;
     return null;
   end if;
   perform from herald.pending where seq = new.seq;
   if not found then
     return null;
   end if;
-  perform herald.ring();
-  perform herald.lock_ids();
   -- The ORDER BY is below nextval(): ids are drawn in emit order. One `at` for the batch,
-  -- read once (an initplan) after the lock.
+  -- read once (an initplan) when the first row is projected, after the lock.
   with moved as (
     delete from herald.pending p where p.seq between new.seq and last_seq returning p.seq, p.topic, p.type, p.data
-  )
+  ), locked as materialized (select herald.lock_ids(), herald.ring())
   insert into herald.events (id, topic, type, data, at)
   select nextval('herald.event_id_seq'), m.topic, m.type, m.data, (select clock_timestamp())
-  from (select * from moved order by seq) m;
+  from locked, (select * from moved order by seq) m;
   return null;
 end $function$;
 

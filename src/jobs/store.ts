@@ -8,7 +8,7 @@
  * claims jobs for the free slots, writeLogs() appends log lines, each in one statement (the
  * pool gathers what comes meanwhile, src/group-commit.ts), so one commit and one turn of
  * the event log's id lock covers them all. In autocommit their events go straight into the
- * log (herald.append as the statement's last step: the lock is held from there to the
+ * log (herald.append_rows as the statement's last step: the lock is held from there to the
  * commit only); inside a caller's transaction they are staged for its COMMIT. The hot
  * statements are prepared (pg named queries): parsed once per connection.
  */
@@ -100,7 +100,7 @@ const JOB = 'herald.job_json(j)';
 
 /**
  * Creates a job with its `queued` and `created` events; nothing when a key conflicts. One
- * autocommit statement: its events go straight into the log (herald.append, the id lock taken
+ * autocommit statement: its events go straight into the log (herald.append_rows, the id lock taken
  * last and held to the commit), not through the commit trigger's staging.
  */
 const SUBMIT_SQL = `
@@ -112,9 +112,8 @@ const SUBMIT_SQL = `
   ), input as (
     insert into herald.job_inputs (job_id, archive) select id, $8::bytea from ins where $8::bytea is not null
   )
-  select ins.job, (select count(*) from herald.append(jsonb_build_array(
-    jsonb_build_object('topic', 'job:' || ins.id, 'type', 'status', 'data', ins.job),
-    jsonb_build_object('topic', 'jobs', 'type', 'created', 'data', ins.job)))) as appended
+  select ins.job,
+    (select count(*) from herald.append_rows(array['job:' || ins.id, 'jobs'], array['status', 'created'], array[ins.job, ins.job])) as appended
   from ins`;
 
 /**
@@ -134,7 +133,7 @@ const SUBMIT_SQL = `
  * in pg_stat_activity.
  *
  * In autocommit (the worker pool's writes) the events go straight into the log with
- * herald.append, the statement's last step, so the id lock is held from there to the commit
+ * herald.append_rows, the statement's last step, so the id lock is held from there to the commit
  * only. Inside a caller's transaction (complete(), with a handler's effects) they are staged
  * and the commit trigger appends them at COMMIT, as herald.emit does: the lock is never held
  * across the caller's own work.
@@ -211,9 +210,11 @@ const CYCLE_EVENTS = `
 const CYCLE_SQL = cycleSql({
   staged: '',
   appended: `,
-    (select count(*) from herald.append((
-      select coalesce(jsonb_agg(jsonb_build_object('topic', e.topic, 'type', e.type, 'data', e.data) order by e.part, e.ord, e.k), '[]')
-      from (${CYCLE_EVENTS}) e))) as appended`,
+    (select count(*) from (
+      select array_agg(e.topic order by e.part, e.ord, e.k) as topics, array_agg(e.type order by e.part, e.ord, e.k) as types,
+             array_agg(e.data order by e.part, e.ord, e.k) as datas
+      from (${CYCLE_EVENTS}) e) a
+     cross join lateral herald.append_rows(a.topics, a.types, a.datas)) as appended`,
 });
 
 /** The cycle inside a caller's transaction: its events staged for the commit trigger. */
@@ -228,7 +229,7 @@ const CYCLE_IN_TX_SQL = cycleSql({
 
 /**
  * Appends log lines in input order, each with its `log` event in the same order, the events
- * straight into the log (herald.append) as the statement's last step. Only the lines' ids
+ * straight into the log (herald.append_rows) as the statement's last step. Only the lines' ids
  * come back, in order (a chatty job's lines are not sent back to it).
  */
 const LOGS_SQL = `
@@ -241,9 +242,11 @@ const LOGS_SQL = `
   ), lines as (
     select l.id, l.job_id, herald.job_log_json(l) as line from l
   )
-  select (select jsonb_agg(id order by id) from lines) as ids,
-    (select count(*) from herald.append((
-      select jsonb_agg(jsonb_build_object('topic', 'job:' || job_id, 'type', 'log', 'data', line) order by id) from lines))) as appended`;
+  select a.ids, (select count(*) from herald.append_rows(a.topics, a.types, a.datas)) as appended
+  from (
+    select jsonb_agg(id order by id) as ids, array_agg('job:' || job_id order by id) as topics,
+           array_agg('log'::text order by id) as types, array_agg(line order by id) as datas
+    from lines) a`;
 
 function truncate(message: string): { message: string; truncated: boolean } {
   if (Buffer.byteLength(message) <= MAX_LOG_BYTES) return { message, truncated: false };

@@ -94,3 +94,58 @@ describe('staged events at commit', () => {
     expect(await staged()).toBe(0);
   });
 });
+
+describe('checks when staging (sql/013_emit_checks_once.sql: emit() checks, herald.pending has no constraints)', () => {
+  it('emit and emit_many refuse a bad topic or type with the error the constraints raised, staging nothing', async () => {
+    const base = await head();
+    await expect(c.query(`select herald.emit('../etc', 'x')`)).rejects.toMatchObject({
+      code: '23514',
+      message: 'new row for relation "pending" violates check constraint "pending_topic_check"',
+      schema: 'herald',
+      table: 'pending',
+      constraint: 'pending_topic_check',
+    });
+    await expect(c.query(`select herald.emit('ok:1', '')`)).rejects.toMatchObject({ code: '23514', constraint: 'pending_type_check' });
+    await expect(c.query(`select herald.emit('ok:1', repeat('t', 129))`)).rejects.toMatchObject({ code: '23514', constraint: 'pending_type_check' });
+    await expect(c.query(`select herald.emit('a'||repeat('b', 256), 't')`)).rejects.toMatchObject({ code: '23514', constraint: 'pending_topic_check' });
+    await expect(
+      c.query(`select herald.emit_many('[{"topic":"ok:1","type":"x"},{"topic":"Bad","type":"x"},{"topic":"ok:2","type":"x"}]')`),
+    ).rejects.toMatchObject({ code: '23514', constraint: 'pending_topic_check' });
+    await expect(c.query(`select herald.emit_many('[{"topic":"ok:1","type":"x"},{"topic":"ok:2"}]')`)).rejects.toMatchObject({ code: '23502' });
+    await expect(c.query(`select herald.emit(null, 'x')`)).rejects.toMatchObject({ code: '23502' });
+    await expect(c.query(`select herald.emit(null, '')`)).rejects.toMatchObject({ code: '23502' });
+    expect(await head()).toBe(base);
+    expect(await staged()).toBe(0);
+  });
+
+  it('a row staged around emit() is still checked, by herald.events, at COMMIT', async () => {
+    const base = await head();
+    await c.query('begin');
+    await c.query(`select herald.emit('ok:a', 'x', '1')`);
+    await c.query(`insert into herald.pending (topic, type, data) values ('../etc', 'x', '2')`);
+    await expect(c.query('commit')).rejects.toMatchObject({ code: '23514', constraint: 'events_topic_check' });
+    expect(await head()).toBe(base);
+    expect(await staged()).toBe(0);
+  });
+
+  it('good events pass the checks, at the edges of the rules too', async () => {
+    const base = await head();
+    const longTopic = `${'a:'.repeat(127)}ab`;
+    await c.query('begin');
+    await c.query(`select herald.emit($1, $2)`, [longTopic, 't'.repeat(128)]);
+    await c.query(`select herald.emit_many($1)`, [
+      JSON.stringify([
+        { topic: 'ok.b-c_d', type: 'é', data: null },
+        { topic: 'x', type: 'y' },
+      ]),
+    ]);
+    await c.query('commit');
+    // Relative to the first: an aborted commit (the test above) leaves a gap of the ids it drew.
+    const events = await since(base);
+    expect(events.map(([d, t, data]) => [d - events[0]![0] + 1, t, data])).toEqual([
+      [1, longTopic, '{}'],
+      [2, 'ok.b-c_d', 'null'],
+      [3, 'x', 'null'],
+    ]);
+  });
+});
