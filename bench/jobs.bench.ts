@@ -119,18 +119,21 @@ async function herald(url: string, via: Via, paced?: number): Promise<Result> {
   const type = `bench-${via}${paced ? '-paced' : ''}`;
   const latencies: number[] = [];
   const finished = counter();
-  const h = await startHerald(loadConfig({ port: 0, host: '127.0.0.1', databaseUrl: url, logLevel: 'warn', workers: WORKERS, retentionMaxAgeMs: 0, exporter: false }, {}), {
-    skipMigrations: true,
-    logger: createLogger('warn'),
-    handlers: {
-      [type]: {
-        async run(job) {
-          latencies.push(now() - (job.payload as { t: number }).t);
-          finished.hit();
+  const h = await startHerald(
+    loadConfig({ port: 0, host: '127.0.0.1', databaseUrl: url, logLevel: 'warn', workers: WORKERS, retentionMaxAgeMs: 0, exporter: false }, {}),
+    {
+      skipMigrations: true,
+      logger: createLogger('warn'),
+      handlers: {
+        [type]: {
+          async run(job) {
+            latencies.push(now() - (job.payload as { t: number }).t);
+            finished.hit();
+          },
         },
       },
     },
-  });
+  );
   const pool = createPool(url, PRODUCERS, createLogger('silent'));
   try {
     const submit =
@@ -158,10 +161,13 @@ async function until(check: () => Promise<boolean>): Promise<void> {
 
 /** The same work over HTTP: retract jobs (one UPDATE and one event each) on pre-made versions. */
 async function heraldHttp(url: string): Promise<Result> {
-  const h = await startHerald(loadConfig({ port: 0, host: '127.0.0.1', databaseUrl: url, logLevel: 'warn', workers: WORKERS, retentionMaxAgeMs: 0, exporter: false }, {}), {
-    skipMigrations: true,
-    logger: createLogger('warn'),
-  });
+  const h = await startHerald(
+    loadConfig({ port: 0, host: '127.0.0.1', databaseUrl: url, logLevel: 'warn', workers: WORKERS, retentionMaxAgeMs: 0, exporter: false }, {}),
+    {
+      skipMigrations: true,
+      logger: createLogger('warn'),
+    },
+  );
   const pool = createPool(url, PRODUCERS, createLogger('silent'));
   try {
     const token = await h.tokens.create('bench', false);
