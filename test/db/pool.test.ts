@@ -34,4 +34,19 @@ describe('createPool', () => {
       await pool.end();
     }
   });
+
+  it('genericPlans: every connection of the pool plans generically; other pools keep the server default', async () => {
+    const generic = createPool(db.url, 2, createLogger('silent'), { genericPlans: true });
+    const plain = createPool(db.url, 1, createLogger('silent'));
+    try {
+      const mode = async (p: typeof plain) => (await p.query<{ plan_cache_mode: string }>('show plan_cache_mode')).rows[0]!.plan_cache_mode;
+      // Two at once: two connections.
+      expect(await Promise.all([mode(generic), mode(generic)])).toEqual(['force_generic_plan', 'force_generic_plan']);
+      expect(generic.totalCount).toBe(2);
+      expect(await mode(plain)).toBe('auto');
+    } finally {
+      await generic.end();
+      await plain.end();
+    }
+  });
 });
