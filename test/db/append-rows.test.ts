@@ -1,54 +1,35 @@
-/**
- * herald.append_rows (sql/014_append_rows.sql): the job engine's statements append the events
- * of the rows they wrote as arrays. Ids come back contiguous in array order, with one `at`;
- * empty arrays append nothing; arrays of different lengths and a refused topic fail the
- * statement whole, leaving the log as it was.
- */
-import type pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createPool } from '../../src/db/pool.ts';
-import { createLogger } from '../../src/logger.ts';
-import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { describe, expect, it } from 'vitest';
+import { useTestPool } from '../support/db.ts';
 
-let db: TestDatabase;
-let pool: pg.Pool;
+const t = useTestPool();
 
-beforeAll(async () => {
-  db = await createTestDatabase();
-  pool = createPool(db.url, 2, createLogger('silent'));
-});
-afterAll(async () => {
-  await pool.end();
-  await db.drop();
-});
-
-const head = async () => Number((await pool.query<{ h: string }>('select coalesce(max(id), 0) as h from herald.events')).rows[0]!.h);
+const head = async () => Number((await t.pool.query<{ h: string }>('select coalesce(max(id), 0) as h from herald.events')).rows[0]!.h);
 
 describe('herald.append_rows', () => {
   it('appends in array order with contiguous ids and one `at`; empty arrays append nothing', async () => {
     const before = await head();
-    const { rows } = await pool.query<{ id: number }>(
+    const { rows } = await t.pool.query<{ id: number }>(
       `select herald.append_rows(array['rows:a', 'rows:b', 'rows:a'], array['one', 'two', 'three'], array['{"n":1}'::jsonb, null, '[3]'::jsonb]) as id`,
     );
     expect(rows.map((r) => r.id)).toEqual([before + 1, before + 2, before + 3]);
-    const stored = await pool.query('select id, topic, type, data, at from herald.events where id > $1 order by id', [before]);
+    const stored = await t.pool.query('select id, topic, type, data, at from herald.events where id > $1 order by id', [before]);
     expect(stored.rows.map((r) => [r.id, r.topic, r.type, r.data])).toEqual([
       [before + 1, 'rows:a', 'one', { n: 1 }],
       [before + 2, 'rows:b', 'two', null],
       [before + 3, 'rows:a', 'three', [3]],
     ]);
     expect(new Set(stored.rows.map((r) => (r.at as Date).getTime())).size).toBe(1);
-    expect((await pool.query(`select herald.append_rows('{}', '{}', '{}') as id`)).rows).toEqual([]);
-    expect((await pool.query('select herald.append_rows(null, null, null) as id')).rows).toEqual([]);
+    expect((await t.pool.query(`select herald.append_rows('{}', '{}', '{}') as id`)).rows).toEqual([]);
+    expect((await t.pool.query('select herald.append_rows(null, null, null) as id')).rows).toEqual([]);
     expect(await head()).toBe(before + 3);
   });
 
   it('arrays of different lengths, or a topic herald.events refuses, fail the statement whole: nothing is appended', async () => {
     const before = await head();
-    await expect(pool.query(`select herald.append_rows(array['rows:a', 'rows:b'], array['t'], array['1'::jsonb, '2'::jsonb])`)).rejects.toMatchObject({
+    await expect(t.pool.query(`select herald.append_rows(array['rows:a', 'rows:b'], array['t'], array['1'::jsonb, '2'::jsonb])`)).rejects.toMatchObject({
       code: '22023',
     });
-    await expect(pool.query(`select herald.append_rows(array['rows:a', '../x'], array['t', 't'], array['1'::jsonb, '2'::jsonb])`)).rejects.toMatchObject({
+    await expect(t.pool.query(`select herald.append_rows(array['rows:a', '../x'], array['t', 't'], array['1'::jsonb, '2'::jsonb])`)).rejects.toMatchObject({
       code: '23514',
     });
     expect(await head()).toBe(before);

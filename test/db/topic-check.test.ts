@@ -1,26 +1,7 @@
-/**
- * herald.events spells its topic check out (sql/013_emit_checks_once.sql) instead of calling
- * herald.valid_topic(), which PostgreSQL would inline again at every inserting statement. The
- * two must stay the same rule: this holds them to the same answer on every byte and on the
- * shapes the rule is about.
- */
-import type pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createPool } from '../../src/db/pool.ts';
-import { createLogger } from '../../src/logger.ts';
-import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { describe, expect, it } from 'vitest';
+import { useTestPool } from '../support/db.ts';
 
-let db: TestDatabase;
-let pool: pg.Pool;
-
-beforeAll(async () => {
-  db = await createTestDatabase();
-  pool = createPool(db.url, 2, createLogger('silent'));
-});
-afterAll(async () => {
-  await pool.end();
-  await db.drop();
-});
+const t = useTestPool();
 
 const probes = [
   ...Array.from({ length: 1023 }, (_, i) => `x${String.fromCodePoint(i + 1)}x`),
@@ -44,11 +25,11 @@ const probes = [
 
 describe('herald.events topic check', () => {
   it('gives herald.valid_topic()’s answer for every probe', async () => {
-    const { rows: con } = await pool.query<{ expr: string }>(
+    const { rows: con } = await t.pool.query<{ expr: string }>(
       `select pg_get_expr(conbin, conrelid) as expr from pg_constraint where conrelid = 'herald.events'::regclass and conname = 'events_topic_check'`,
     );
     expect(con[0]!.expr).not.toMatch(/valid_topic/);
-    const { rows } = await pool.query<{ topic: string; rule: boolean; check: boolean }>(
+    const { rows } = await t.pool.query<{ topic: string; rule: boolean; check: boolean }>(
       `select p.topic, herald.valid_topic(p.topic) as rule, (${con[0]!.expr}) as check from unnest($1::text[]) as p(topic)`,
       [probes],
     );
@@ -58,7 +39,7 @@ describe('herald.events topic check', () => {
   });
 
   it('refuses a bad topic written straight into herald.events', async () => {
-    await expect(pool.query(`insert into herald.events (id, topic, type, data, at) values (-1, '../etc', 'x', 'null', now())`)).rejects.toMatchObject({
+    await expect(t.pool.query(`insert into herald.events (id, topic, type, data, at) values (-1, '../etc', 'x', 'null', now())`)).rejects.toMatchObject({
       code: '23514',
       constraint: 'events_topic_check',
     });

@@ -1,7 +1,9 @@
 /** A database per test file, cloned from the migrated template. */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { inject } from 'vitest';
+import { afterAll, beforeAll, inject } from 'vitest';
+import { createPool } from '../../src/db/pool.ts';
+import { createLogger } from '../../src/logger.ts';
 import { TEMPLATE_DB, withDatabase } from './global-setup.ts';
 
 export interface TestDatabase {
@@ -37,4 +39,21 @@ export async function createTestDatabase(): Promise<TestDatabase> {
     url: withDatabase(inject('adminUrl'), name),
     drop: () => admin((c) => c.query(`drop database if exists ${name} with (force)`)).then(() => undefined),
   };
+}
+
+/**
+ * A database of this file's own and a pool on it, opened before its tests and dropped after:
+ * `const t = useTestPool(); … t.pool.query(…)`. For files that need nothing else.
+ */
+export function useTestPool(max = 2): { readonly db: TestDatabase; readonly pool: pg.Pool } {
+  const state = {} as { db: TestDatabase; pool: pg.Pool };
+  beforeAll(async () => {
+    state.db = await createTestDatabase();
+    state.pool = createPool(state.db.url, max, createLogger('silent'));
+  });
+  afterAll(async () => {
+    await state.pool?.end();
+    await state.db?.drop();
+  });
+  return state;
 }
