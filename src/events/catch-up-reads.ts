@@ -50,6 +50,15 @@ export interface CatchUpReadsOptions {
  */
 export const INTERNAL_READ_KEY = 'internal';
 
+/**
+ * The key a client's reads (and the authorization function's calls) are queued and charged
+ * under: the address of its connection. One function, so every transport and route counts a
+ * client the same way.
+ */
+export function clientKey(socket: { readonly remoteAddress?: string | undefined }): string {
+  return socket.remoteAddress ?? 'unknown';
+}
+
 /** Whose read it is, and what cancels it. */
 export interface ReadOptions {
   /** Whose read this is: reads are shared round-robin between keys (default INTERNAL_READ_KEY). */

@@ -20,7 +20,7 @@
 import type { Config } from '../config.ts';
 import { HeraldError } from '../errors.ts';
 import type { Event } from '../events/event.ts';
-import { isValidTopic, TopicFilter } from '../events/topic.ts';
+import { isPrivateTopic, isValidTopic, TopicFilter } from '../events/topic.ts';
 import { bearerToken, TokenSet } from '../http/auth.ts';
 import type { Logger } from '../logger.ts';
 import { AuthzFunction, type AuthzQueries, TopicDecisions } from './authz-function.ts';
@@ -158,7 +158,7 @@ export class TopicAccess {
 
   /** True when `topic` lies under a private prefix. */
   isPrivate(topic: string): boolean {
-    return this.prefixes.some((p) => topic.startsWith(p));
+    return isPrivateTopic(topic, this.prefixes);
   }
 
   /**

@@ -17,6 +17,7 @@ import { StreamCap } from './sessions.ts';
 import { DeliveryTally, pollOnce, refuseWhenStopping, type StreamDeps } from './stream-policy.ts';
 import { subscribeReader } from './subscribe.ts';
 import type { Transport } from './transport.ts';
+import { clientKey } from '../events/catch-up-reads.ts';
 
 /** What the poll route needs: the stream policy's dependencies and the poll settings. */
 export interface PollDeps extends StreamDeps {
@@ -62,7 +63,7 @@ export function createPollHandler(deps: PollDeps) {
     const q = parsePollQuery(req.query as Record<string, unknown>, deps.config);
     refuseWhenStopping(deps, 'retry on another instance');
     const subject = await deps.access.authenticate(req.headers.authorization, req.query[QUERY.token]);
-    const readKey = req.socket.remoteAddress ?? 'unknown';
+    const readKey = clientKey(req.socket);
     if (q.waitMs > 0) {
       // A slot until the response ends; the wait may be silent, so no idle-socket timeout.
       res.once('close', longPolls.acquire());

@@ -15,6 +15,7 @@ import { parseStreamQuery } from './protocol.ts';
 import { StreamCap } from './sessions.ts';
 import { DeliveryTally, openStream, refuseWhenStopping, type StreamDeps } from './stream-policy.ts';
 import type { Transport } from './transport.ts';
+import { clientKey } from '../events/catch-up-reads.ts';
 
 /** What the SSE route needs: the stream policy's dependencies and its own settings. */
 export interface SseDeps extends StreamDeps {
@@ -74,7 +75,7 @@ export function createSseHandler(deps: SseDeps) {
     const q = parseStreamQuery(req.query as Record<string, unknown>, deps.config, req.headers[HEADERS.lastEventId]);
     refuseWhenStopping(deps, 'retry on another instance');
     const subject = await deps.access.authenticate(req.headers.authorization, req.query[QUERY.token]);
-    const readKey = req.socket.remoteAddress ?? 'unknown';
+    const readKey = clientKey(req.socket);
     // A slot from here until the response ends, however it ends.
     res.once('close', streams.acquire());
 

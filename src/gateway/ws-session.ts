@@ -27,6 +27,7 @@ import { parseFilter, parseSince, parseWsClientMessage } from './protocol.ts';
 import { type DeliveryTally, openStream, type Stream, type StreamDeps } from './stream-policy.ts';
 import type { Transport } from './transport.ts';
 import { preparedFrames, socketOf } from './ws-frames.ts';
+import { clientKey } from '../events/catch-up-reads.ts';
 
 /** What a WebSocket session needs: the stream policy's dependencies, its own settings and counters. */
 export interface WsSessionDeps extends StreamDeps {
@@ -78,7 +79,7 @@ export class WsSession {
     /** The WebSocket transport's delivery tally, shared by every session. */
     private readonly tally: DeliveryTally,
   ) {
-    this.readKey = socketOf(ws).remoteAddress ?? 'unknown';
+    this.readKey = clientKey(socketOf(ws));
     this.reader = deps.access.reader(subject, this.readKey);
     this.subscribeRate = new TokenBucket(deps.config.wsSubscribeBurst, deps.config.wsSubscribePerS);
     this.transport = {

@@ -9,6 +9,7 @@ import { QUERY } from 'herald-client/protocol';
 import { z } from 'zod';
 import { formatZodIssue, HeraldError } from '../errors.ts';
 import { JOB_STATUSES, JOB_TYPE_RE, type JobStore, LOG_LEVELS, type LogLevel } from './store.ts';
+import { clientKey } from '../events/catch-up-reads.ts';
 
 /** Parses `value` with `schema`, or throws bad_request naming `what` and the first problem's path. */
 export function parse<T extends z.ZodType>(schema: T, value: unknown, what: string): z.output<T> {
@@ -75,7 +76,7 @@ export function createJobReadRoutes(jobs: JobStore, readable: ReadableTopics): R
     const aborter = new AbortController();
     const abandon = () => aborter.abort();
     req.once('close', abandon);
-    const request = { authorization: req.headers.authorization, token: req.query[QUERY.token], address: req.socket.remoteAddress ?? 'unknown' };
+    const request = { authorization: req.headers.authorization, token: req.query[QUERY.token], address: clientKey(req.socket) };
     return readable(request, ids.map(jobTopic), aborter.signal).finally(() => req.off('close', abandon));
   };
 

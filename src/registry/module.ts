@@ -175,7 +175,7 @@ function assemble(services: GatewayServices, handles: Handles, index: IndexStore
       listener: services.listener,
       hub: services.hub,
       metrics: services.metrics,
-      readable: (request, topics, signal) => services.readable(request, topics, signal),
+      readable: services.readable,
     }),
     routers: [
       createExportRoutes(bucket, config.exportServePrefix),

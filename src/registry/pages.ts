@@ -12,6 +12,7 @@ import { z } from 'zod';
 import type { Config } from '../config.ts';
 import type { Bucket } from '../exporter/bucket.ts';
 import type { JobStore } from '../jobs/store.ts';
+import { isPrivateTopic } from '../events/topic.ts';
 import { jobTopic } from '../jobs/routes.ts';
 import { TokenBucket } from '../token-bucket.ts';
 import { submitJob } from './job-types.ts';
@@ -271,8 +272,7 @@ export function createPageRoutes({ jobs, bucket, takedowns, settings }: PageDeps
     // A private job's page is served whether or not the job exists (the request carries no
     // token: it is in the fragment), so the page tells no stranger which jobs exist; its
     // script then reads the job under the reader's token.
-    const privateJob = settings.privateTopicPrefixes.some((p) => jobTopic(id).startsWith(p));
-    if (!privateJob && !(await jobs.get(id))) return html(res, 404, noSuchJobPage(id));
+    if (!isPrivateTopic(jobTopic(id), settings.privateTopicPrefixes) && !(await jobs.get(id))) return html(res, 404, noSuchJobPage(id));
     html(res, 200, jobPage(id));
   });
   router.get('/packages/:name', async (req, res) => {

@@ -10,6 +10,7 @@
  * access log or a Referer), and the address updates keep it.
  */
 import { connect, type HeraldConnection, type HeraldEvent } from 'herald-client';
+import { fragmentToken } from './lib/fragment-token.ts';
 
 const MAX_ROWS = 200;
 // Positions, not events: opening the page costs the server a replay of at most this many
@@ -26,7 +27,7 @@ const list = document.querySelector<HTMLOListElement>('#events')!;
 const stateEl = document.querySelector<HTMLElement>('#connection')!;
 const pendingEl = document.querySelector<HTMLElement>('#pending')!;
 /** The token in `#token=…`, if any (see the comment at the top). */
-const token = new URLSearchParams(location.hash.slice(1)).get('token') || undefined;
+const token = fragmentToken();
 
 let conn: HeraldConnection | null = null;
 let generation = 0;

@@ -1,5 +1,6 @@
 /** /: live figures: the log head (from checkpoints), connected clients and job counts. */
 import { connect } from 'herald-client';
+import { fragmentToken } from './lib/fragment-token.ts';
 
 const headEl = document.querySelector<HTMLElement>('#head')!;
 const clientsEl = document.querySelector<HTMLElement>('#clients')!;
@@ -21,7 +22,7 @@ async function refresh(): Promise<void> {
 }
 
 /** The token in `#token=…`, if any (docs/auth.md): for a server where `jobs` is private. */
-const token = new URLSearchParams(location.hash.slice(1)).get('token') || undefined;
+const token = fragmentToken();
 
 // Live figures follow `jobs` (each job's creation and end). Where `jobs` is private and this
 // reader may not read it, the subscription is refused and the timer below keeps them fresh.

@@ -12,6 +12,7 @@
  * the page says so, rather than failing silently.
  */
 import { connect, type HeraldConnection, type HeraldEvent } from 'herald-client';
+import { fragmentToken } from './lib/fragment-token.ts';
 
 interface Job {
   id: number;
@@ -40,7 +41,7 @@ const errorEl = document.querySelector<HTMLElement>('#job-error')!;
 const accessEl = document.querySelector<HTMLElement>('#access')!;
 const topic = `job:${jobId}`;
 /** The token in `#token=…`, if any: read once (see the comment at the top). */
-const token = new URLSearchParams(location.hash.slice(1)).get('token') || undefined;
+const token = fragmentToken();
 const authHeaders: HeadersInit = token ? { authorization: `Bearer ${token}` } : {};
 
 let seen = new Set<number>();
