@@ -15,6 +15,10 @@
  * exporter is not the job engine, and after the HTTP run it would export that run's 2,000
  * packages while the next run is measured (it did: paced submit→start p50 22 ms against 6).
  *
+ * The machine's disk flushes come and go (a commit's flush took 0.2 to 0.5 ms within minutes
+ * here), so every system is measured BENCH_JOBS_REPEATS times (default 3), in rounds whose
+ * order turns; a ratio is the median of its rounds' ratios, each pairing runs of one round.
+ *
  * Ends with one line per ratio (`ratio: <what> = <x>x`).
  */
 import { EventEmitter } from 'node:events';
@@ -28,11 +32,14 @@ import { benchDatabase, percentile, printTable, type Row } from './support.ts';
 
 const JOBS = Number(process.env.BENCH_JOBS ?? 2000);
 const PACED_MS = Number(process.env.BENCH_JOBS_PACED_MS ?? 4000);
+const REPEATS = Number(process.env.BENCH_JOBS_REPEATS ?? 3);
 const WORKERS = 4;
 const PRODUCERS = 4;
 
 interface Result {
   jobsPerS: number;
+  /** Every job's submit→start, in ms. */
+  latencies: number[];
   p50: number;
   p99: number;
   /** Herald only: jobs whose events are not exactly the expected ones (0 is right). */
@@ -44,7 +51,7 @@ const now = () => performance.timeOrigin + performance.now();
 
 function summarize(latencies: number[], elapsedMs: number): Result {
   const sorted = [...latencies].sort((a, b) => a - b);
-  return { jobsPerS: latencies.length / (elapsedMs / 1000), p50: percentile(sorted, 50), p99: percentile(sorted, 99) };
+  return { jobsPerS: latencies.length / (elapsedMs / 1000), latencies, p50: percentile(sorted, 50), p99: percentile(sorted, 99) };
 }
 
 /** Submits `n` jobs from PRODUCERS concurrent loops with `submit(i)`. */
@@ -95,15 +102,21 @@ function counter(): { hit: () => void; reached: (n: number) => Promise<void> } {
 /** Jobs of `type` whose events are not exactly queued → running → succeeded plus created and finished. */
 async function badEvents(pool: pg.Pool, type: string): Promise<number> {
   const { rows } = await pool.query<{ bad: number }>(
-    `with per_job as (
+    // One pass over the events (a job's are found by its id, not looked up per job: the
+    // check would otherwise grow with the square of the events a long run leaves behind).
+    `with ev as (
+       select case when e.topic = 'jobs' then (e.data->>'id')::bigint else substr(e.topic, 5)::bigint end as job,
+              e.topic = 'jobs' as on_jobs, e.type, e.data->>'status' as status, e.id
+       from herald.events e
+       where (e.topic like 'job:%' and e.type = 'status') or (e.topic = 'jobs' and e.type in ('created', 'finished'))
+     ), per_job as (
        select j.id,
-              (select string_agg(e.data->>'status', ',' order by e.id) from herald.events e
-               where e.topic = 'job:' || j.id and e.type = 'status') as statuses,
-              (select count(*) from herald.events e
-               where e.topic = 'jobs' and (e.data->>'id')::bigint = j.id and e.type = 'created') as created,
-              (select count(*) from herald.events e
-               where e.topic = 'jobs' and (e.data->>'id')::bigint = j.id and e.type = 'finished') as finished
-       from herald.jobs j where j.type = $1
+              string_agg(ev.status, ',' order by ev.id) filter (where not ev.on_jobs) as statuses,
+              count(*) filter (where ev.on_jobs and ev.type = 'created') as created,
+              count(*) filter (where ev.on_jobs and ev.type = 'finished') as finished
+       from herald.jobs j left join ev on ev.job = j.id
+       where j.type = $1
+       group by j.id
      )
      select count(*) filter (where statuses is distinct from 'queued,running,succeeded' or created <> 1 or finished <> 1)::int as bad
      from per_job`,
@@ -114,9 +127,12 @@ async function badEvents(pool: pg.Pool, type: string): Promise<number> {
 
 type Via = 'sql' | 'api';
 
+let heraldRuns = 0;
+
 /** Herald with WORKERS workers; `paced` submits at that rate instead of as fast as possible. */
 async function herald(url: string, via: Via, paced?: number): Promise<Result> {
-  const type = `bench-${via}${paced ? '-paced' : ''}`;
+  // Its own type per run: the events check looks at this run's jobs only.
+  const type = `bench-${via}${paced ? '-paced' : ''}-${++heraldRuns}`;
   const latencies: number[] = [];
   const finished = counter();
   const h = await startHerald(
@@ -257,45 +273,107 @@ async function graphile(url: string, mode: GraphileMode, paced?: number): Promis
 /** `x` as a ratio line's number. */
 const times = (x: number) => `${x.toFixed(2)}x`;
 
+/** Median of `xs`. */
+const median = (xs: number[]) =>
+  percentile(
+    [...xs].sort((a, b) => a - b),
+    50,
+  );
+
+/** One system's runs over the rounds: jobs/s per round and every job's latency. */
+interface Runs {
+  perS: number[];
+  latencies: number[];
+  bad: number;
+}
+
+const runs = (): Runs => ({ perS: [], latencies: [], bad: 0 });
+
+function record(into: Runs, r: Result & { latencies: number[] }): void {
+  into.perS.push(r.jobsPerS);
+  into.latencies.push(...r.latencies);
+  into.bad += r.badEvents ?? 0;
+}
+
 export async function run(): Promise<Row[]> {
   const db = await benchDatabase();
   try {
+    const systems = {
+      gDefault: runs(),
+      gFast: runs(),
+      sql: runs(),
+      api: runs(),
+      pacedHerald: runs(),
+      pacedGraphile: runs(),
+    };
+    const ratios = { sqlDefault: [] as number[], sqlFast: [] as number[], apiDefault: [] as number[], apiFast: [] as number[] };
+    let half = 0;
+    for (let round = 0; round < REPEATS; round++) {
+      // Each round measures every system once, in an order that turns each round, so a trend
+      // in the machine's load (its disk's flushes come and go) favours none; a ratio pairs
+      // systems of the same round.
+      const steps: (() => Promise<void>)[] = [
+        async () => record(systems.gDefault, await graphile(db.url, 'default')),
+        async () => record(systems.gFast, await graphile(db.url, 'fast path')),
+        async () => record(systems.sql, await herald(db.url, 'sql')),
+        async () => record(systems.api, await herald(db.url, 'api')),
+      ];
+      for (let k = 0; k < steps.length; k++) await steps[(k + round) % steps.length]!();
+      const at = (r: Runs) => r.perS[round]!;
+      ratios.sqlDefault.push(at(systems.sql) / at(systems.gDefault));
+      ratios.sqlFast.push(at(systems.sql) / at(systems.gFast));
+      ratios.apiDefault.push(at(systems.api) / at(systems.gDefault));
+      ratios.apiFast.push(at(systems.api) / at(systems.gFast));
+      // Half of Herald's own maximum (the first round's SQL run), not at saturation.
+      half ||= Math.max(1, Math.round(at(systems.sql) / 2));
+      record(systems.pacedHerald, await herald(db.url, 'sql', half));
+      record(systems.pacedGraphile, await graphile(db.url, 'fast path', half));
+    }
     const rows: Row[] = [];
-    const add = (name: string, r: Result, jobs: number | string = JOBS) =>
+    const add = (name: string, r: Runs, jobs: number | string = JOBS) => {
+      const sorted = [...r.latencies].sort((a, b) => a - b);
       rows.push({
         system: name,
         jobs,
-        'jobs/s': Math.round(r.jobsPerS),
-        'submit→start p50 ms': Number(r.p50.toFixed(2)),
-        'submit→start p99 ms': Number(r.p99.toFixed(2)),
-        'bad events': r.badEvents ?? '',
+        'jobs/s (median)': Math.round(median(r.perS)),
+        'each round': r.perS.map((x) => Math.round(x)).join(' '),
+        'submit→start p50 ms': Number(percentile(sorted, 50).toFixed(2)),
+        'submit→start p99 ms': Number(percentile(sorted, 99).toFixed(2)),
+        'bad events': r === systems.gDefault || r === systems.gFast || r === systems.pacedGraphile ? '' : r.bad,
       });
-    const gDefault = await graphile(db.url, 'default');
-    add('graphile-worker 0.17, default (add_job)', gDefault);
-    const gFast = await graphile(db.url, 'fast path');
-    add('graphile-worker 0.17, fast path (add_job)', gFast);
-    const sql = await herald(db.url, 'sql');
-    add('herald (SQL herald.submit_job)', sql);
-    const api = await herald(db.url, 'api');
-    add('herald (JobStore.submit, as the API)', api);
-    // Half of Herald's own maximum (the SQL run above), not at saturation.
-    const half = Math.max(1, Math.round(sql.jobsPerS / 2));
-    const pacedHerald = await herald(db.url, 'sql', half);
-    add(`herald (SQL), paced at ${half}/s`, pacedHerald, `${half}/s`);
-    const pacedGraphile = await graphile(db.url, 'fast path', half);
-    add(`graphile-worker fast path, paced at ${half}/s`, pacedGraphile, `${half}/s`);
-    // Last: its 2,000 packages and versions stay in the database.
-    add('herald (HTTP POST /api/v1/retract)', await heraldHttp(db.url));
-    printTable(`Jobs: ${JOBS} trivial jobs, ${WORKERS} workers, ${PRODUCERS} concurrent submitters, one Postgres; paced runs ${PACED_MS} ms`, rows);
-    const bad = [sql, api, pacedHerald].reduce((n, r) => n + (r.badEvents ?? 0), 0);
+    };
+    add('graphile-worker 0.17, default (add_job)', systems.gDefault);
+    add('graphile-worker 0.17, fast path (add_job)', systems.gFast);
+    add('herald (SQL herald.submit_job)', systems.sql);
+    add('herald (JobStore.submit, as the API)', systems.api);
+    add(`herald (SQL), paced at ${half}/s`, systems.pacedHerald, `${half}/s`);
+    add(`graphile-worker fast path, paced at ${half}/s`, systems.pacedGraphile, `${half}/s`);
+    // Last, once: its 2,000 packages and versions stay in the database.
+    const http = await heraldHttp(db.url);
+    rows.push({
+      system: 'herald (HTTP POST /api/v1/retract)',
+      jobs: JOBS,
+      'jobs/s (median)': Math.round(http.jobsPerS),
+      'each round': Math.round(http.jobsPerS),
+      'submit→start p50 ms': Number(http.p50.toFixed(2)),
+      'submit→start p99 ms': Number(http.p99.toFixed(2)),
+      'bad events': '',
+    });
+    printTable(
+      `Jobs: ${JOBS} trivial jobs, ${WORKERS} workers, ${PRODUCERS} concurrent submitters, one Postgres; ${REPEATS} rounds (jobs/s: median round; latencies: every job of every round); paced runs ${PACED_MS} ms`,
+      rows,
+    );
+    const bad = systems.sql.bad + systems.api.bad + systems.pacedHerald.bad;
     console.log(
       `\nstatus events: ${bad === 0 ? 'every Herald job had queued → running → succeeded, created and finished, once each' : `${bad} jobs with missing or extra events`}`,
     );
-    console.log(`submit→start p50 at half of Herald's maximum rate (${half}/s) = ${pacedHerald.p50.toFixed(2)} ms (target ≤ 5 ms)`);
-    console.log(`ratio: jobs/s herald ÷ graphile-worker default = ${times(sql.jobsPerS / gDefault.jobsPerS)}`);
-    console.log(`ratio: jobs/s herald ÷ graphile-worker fast path = ${times(sql.jobsPerS / gFast.jobsPerS)}`);
-    console.log(`ratio: jobs/s herald (JobStore.submit) ÷ graphile-worker default = ${times(api.jobsPerS / gDefault.jobsPerS)}`);
-    console.log(`ratio: jobs/s herald (JobStore.submit) ÷ graphile-worker fast path = ${times(api.jobsPerS / gFast.jobsPerS)}`);
+    const paced = [...systems.pacedHerald.latencies].sort((a, b) => a - b);
+    console.log(`submit→start p50 at half of Herald's maximum rate (${half}/s) = ${percentile(paced, 50).toFixed(2)} ms (target ≤ 5 ms)`);
+    const line = (what: string, xs: number[]) => console.log(`ratio: ${what} = ${times(median(xs))} (rounds ${xs.map((x) => x.toFixed(2)).join(' ')})`);
+    line('jobs/s herald ÷ graphile-worker default', ratios.sqlDefault);
+    line('jobs/s herald ÷ graphile-worker fast path', ratios.sqlFast);
+    line('jobs/s herald (JobStore.submit) ÷ graphile-worker default', ratios.apiDefault);
+    line('jobs/s herald (JobStore.submit) ÷ graphile-worker fast path', ratios.apiFast);
     return rows;
   } finally {
     await db.stop();

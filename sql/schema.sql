@@ -21,6 +21,7 @@
 --   012 emit_fast_path
 --   013 emit_checks_once
 --   014 append_rows
+--   015 submit_jobs
 
 create schema herald;
 
@@ -471,6 +472,36 @@ begin
   insert into herald.pending (topic, type, data)
   values ('job:' || id, 'status', job), ('jobs', 'created', job);
   return id;
+end $function$;
+
+CREATE OR REPLACE FUNCTION herald.submit_jobs(types text[], payloads jsonb[], lock_keys text[], dedupe_keys text[], idempotency_keys text[], submitted_bys text[], max_attempts integer[], archives bytea[])
+ RETURNS TABLE(nth integer, job jsonb)
+ LANGUAGE plpgsql
+AS $function$
+declare
+  n integer := coalesce(cardinality(types), 0);
+  j herald.jobs;
+  topics text[] := '{}';
+  kinds text[] := '{}';
+  datas jsonb[] := '{}';
+begin
+  for i in 1 .. n loop
+    insert into herald.jobs as x (type, payload, lock_key, dedupe_key, idempotency_key, submitted_by, max_attempts)
+    values (types[i], payloads[i], lock_keys[i], dedupe_keys[i], idempotency_keys[i], submitted_bys[i], max_attempts[i])
+    on conflict do nothing
+    returning x.* into j;
+    continue when not found;
+    if archives[i] is not null then
+      insert into herald.job_inputs (job_id, archive) values (j.id, archives[i]);
+    end if;
+    nth := i;
+    job := herald.job_json(j);
+    topics := topics || array['job:' || j.id, 'jobs'];
+    kinds := kinds || array['status', 'created'];
+    datas := datas || array[job, job];
+    return next;
+  end loop;
+  perform herald.append_rows(topics, kinds, datas);
 end $function$;
 
 CREATE OR REPLACE FUNCTION herald.take_ids(n bigint)

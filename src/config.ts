@@ -305,10 +305,15 @@ export const SETTINGS = {
     schema: int(100, 10 * MINUTE_MS),
     doc: 'Safety re-check for claimable jobs (retries coming due, lapsed leases); new jobs wake workers through the event log at once.',
   }),
+  jobPrefetch: setting({
+    env: 'HERALD_JOB_PREFETCH',
+    schema: int(0, 256).optional(),
+    doc: 'Jobs a worker pool claims ahead of its free slots, to start each the moment a slot frees instead of after the next claim; each holds its lease (and its lock key) while it waits. Unset: as many as HERALD_WORKERS. 0: claim only for free slots.',
+  }),
   jobBatchMax: setting({
     env: 'HERALD_JOB_BATCH_MAX',
     schema: int(1, 10_000),
-    doc: 'Most job log lines, or job outcomes, one worker pool writes in one commit (what gathers while the previous commit is in flight); 1 writes each alone.',
+    doc: 'Most job log lines, job outcomes, or job submissions written in one commit (what gathers while the previous commit is in flight); 1 writes each alone.',
   }),
   unpublishWindowMs: setting({
     env: 'HERALD_UNPUBLISH_WINDOW_MS',
@@ -526,6 +531,7 @@ export const defaults = {
   // 500: a flush of 500 lines (at most 64 KiB each, usually far less) is one short statement;
   // batches form only while a flush is in flight, so the cap rarely binds but bounds the worst.
   jobBatchMax: 500,
+  jobPrefetch: undefined,
   unpublishWindowMs: 3 * DAY_MS,
   maxArchiveBytes: 10 * MIB,
   maxArchiveUncompressedBytes: 50 * MIB,

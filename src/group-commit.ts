@@ -252,8 +252,10 @@ export class GroupCommit<I, O> {
     const answers = await this.run(batch);
     this.flushing--;
     // The next batch's statement leaves before this batch's callers are answered: answering
-    // them (an HTTP response each) would otherwise delay it.
-    this.pump();
+    // them (an HTTP response each) would otherwise delay it. With gatherTurn it leaves at the
+    // end of this turn instead, so that what these answers set off (the worker pool: claimed
+    // jobs run, and their outcomes come) joins it.
+    this.schedule();
     for (const [i, answer] of answers.entries()) {
       if (answer.ok) batch[i]!.resolve(answer.out);
       else batch[i]!.reject(answer.err);

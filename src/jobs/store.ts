@@ -14,6 +14,7 @@
  */
 import type pg from 'pg';
 import { HeraldError } from '../errors.ts';
+import { GroupCommit } from '../group-commit.ts';
 
 /** Every status a job can have, in lifecycle order. */
 export const JOB_STATUSES = ['queued', 'running', 'succeeded', 'failed'] as const;
@@ -99,22 +100,19 @@ export interface CycleResult {
 const JOB = 'herald.job_json(j)';
 
 /**
- * Creates a job with its `queued` and `created` events; nothing when a key conflicts. One
- * autocommit statement: its events go straight into the log (herald.append_rows, the id lock taken
- * last and held to the commit), not through the commit trigger's staging.
+ * Writes a batch of submissions (sql/015_submit_jobs.sql): each job with its `queued` and
+ * `created` events, nothing for one whose key conflicts; the jobs written come back with
+ * their 1-based place in the batch. One autocommit statement: the events go straight into the
+ * log (herald.append_rows, the id lock taken last and held to the commit).
  */
-const SUBMIT_SQL = `
-  with ins as (
-    insert into herald.jobs as j (type, payload, lock_key, dedupe_key, idempotency_key, submitted_by, max_attempts)
-    values ($1, $2, $3, $4, $5, $6, $7)
-    on conflict do nothing
-    returning j.id, ${JOB} as job
-  ), input as (
-    insert into herald.job_inputs (job_id, archive) select id, $8::bytea from ins where $8::bytea is not null
-  )
-  select ins.job,
-    (select count(*) from herald.append_rows(array['job:' || ins.id, 'jobs'], array['status', 'created'], array[ins.job, ins.job])) as appended
-  from ins`;
+const SUBMIT_SQL = `select nth, job from herald.submit_jobs($1::text[], $2::jsonb[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::bytea[])`;
+
+/** The most upload bytes one batch of submissions carries (a bigger upload goes alone). */
+const SUBMIT_BATCH_MAX_BYTES = 16 * 1024 * 1024;
+/** Submissions waiting for a write, past which submit() answers `unavailable` (Retry-After). */
+const SUBMIT_QUEUE_MAX = 10_000;
+/** Upload bytes waiting for a write, past which submit() answers `unavailable` (Retry-After). */
+const SUBMIT_QUEUE_MAX_BYTES = 256 * 1024 * 1024;
 
 /**
  * One statement, so one commit and one turn of the event log's id lock, for what a worker
@@ -266,9 +264,40 @@ export function leaseLost(jobId: number): HeraldError {
 /** A job type's rule: the API filters by it, and herald.jobs checks the same (sql/003_jobs.sql). */
 export const JOB_TYPE_RE = /^[a-z][a-z0-9-]{0,63}$/;
 
+/** How a JobStore batches its submissions. */
+export interface JobStoreOptions {
+  /** Most submissions one write takes (HERALD_JOB_BATCH_MAX). Default 500. */
+  readonly batchMax?: number;
+}
+
 /** Every query on herald.jobs, herald.job_logs and herald.job_inputs. */
 export class JobStore {
-  constructor(private readonly pool: pg.Pool) {}
+  /**
+   * Submissions, many per statement: those that arrive while one write is in flight go
+   * together in the next (src/group-commit.ts), so concurrent submitters share a commit and
+   * a turn of the event log's id lock instead of queueing on it one commit each.
+   */
+  private readonly submissions: GroupCommit<SubmitOptions, JobJson | null>;
+
+  constructor(
+    private readonly pool: pg.Pool,
+    opts: JobStoreOptions = {},
+  ) {
+    this.submissions = new GroupCommit({
+      write: (batch) => this.writeSubmissions(batch),
+      maxItems: opts.batchMax ?? 500,
+      bytes: (o) => o.archive?.length ?? 0,
+      maxBytes: SUBMIT_BATCH_MAX_BYTES,
+      maxQueueItems: SUBMIT_QUEUE_MAX,
+      maxQueueBytes: SUBMIT_QUEUE_MAX_BYTES,
+      wording: { items: 'job submissions', written: 'written', whenClosed: 'retry shortly' },
+    });
+  }
+
+  /** Refuses new submissions (`shutting_down`) and resolves once the queued ones are written. */
+  close(): Promise<void> {
+    return this.submissions.close();
+  }
 
   /**
    * Creates a job, or returns the one already answering this request: the same
@@ -284,22 +313,10 @@ export class JobStore {
       if (prior.rows[0]) return { job: prior.rows[0].job, created: false };
     }
     for (let attempt = 0; attempt < 5; attempt++) {
-      // One statement (one commit) creates the job with its events, the usual case.
-      const inserted = await this.pool.query<{ job: JobJson }>({
-        name: 'herald_job_submit',
-        text: SUBMIT_SQL,
-        values: [
-          o.type,
-          JSON.stringify(o.payload),
-          o.lockKey ?? null,
-          o.dedupeKey ?? null,
-          o.idempotencyKey ?? null,
-          o.submittedBy ?? null,
-          o.maxAttempts,
-          o.archive ?? null,
-        ],
-      });
-      if (inserted.rows[0]) return { job: inserted.rows[0].job, created: true };
+      // One statement (one commit, shared with concurrent submissions) creates the job with
+      // its events, the usual case.
+      const inserted = await this.submissions.push(o);
+      if (inserted) return { job: inserted, created: true };
       const existing = await this.pool.query<{ job: JobJson }>({
         name: 'herald_job_submit_existing',
         text: `select ${JOB} as job from herald.jobs j
@@ -312,6 +329,27 @@ export class JobStore {
       // The conflicting job finished between our insert and our look-up: try again.
     }
     throw new HeraldError('HERALD_ERR_UNAVAILABLE', 'could not submit the job under contention; retry');
+  }
+
+  /** Writes `batch` in one statement: per submission, its job, or null where a key conflicted. */
+  private async writeSubmissions(batch: readonly SubmitOptions[]): Promise<(JobJson | null)[]> {
+    const { rows } = await this.pool.query<{ nth: number; job: JobJson }>({
+      name: 'herald_job_submit',
+      text: SUBMIT_SQL,
+      values: [
+        batch.map((o) => o.type),
+        batch.map((o) => JSON.stringify(o.payload)),
+        batch.map((o) => o.lockKey ?? null),
+        batch.map((o) => o.dedupeKey ?? null),
+        batch.map((o) => o.idempotencyKey ?? null),
+        batch.map((o) => o.submittedBy ?? null),
+        batch.map((o) => o.maxAttempts),
+        batch.map((o) => o.archive ?? null),
+      ],
+    });
+    const out: (JobJson | null)[] = batch.map(() => null);
+    for (const r of rows) out[r.nth - 1] = r.job;
+    return out;
   }
 
   /** The job, or null if there is none. */

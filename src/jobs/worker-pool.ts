@@ -6,10 +6,12 @@
  * fails or times out leaves the store as it was.
  *
  * Writes go in batches (docs/jobs.md "Batches"): one claim takes as many jobs as there are
- * free slots, and the log lines and outcomes (a success without effects, a failure) of all
- * runs gather while the previous write is in flight and commit together (GroupCommit). A slot
- * is free again as soon as its handler returns, so the next claim overlaps the outcome's
- * write. A run's log lines are written before its outcome, so a job's events stay in order.
+ * free slots plus `prefetch` more, and the log lines and outcomes (a success without effects,
+ * a failure) of all runs gather while the previous write is in flight and commit together
+ * (GroupCommit). A claimed job that finds no free slot waits in this process for one, its
+ * lease renewed, and starts the moment a handler returns, without waiting for the next claim;
+ * the claim for the slot it took overlaps its run. A run's log lines are written before its
+ * outcome, so a job's events stay in order.
  */
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
@@ -26,7 +28,7 @@ import { type ClaimedJob, type CycleResult, type JobJson, type JobStore, type Lo
 /** The settings a WorkerPool reads (the whole Config satisfies it). */
 export type WorkerPoolSettings = Pick<
   Config,
-  'workers' | 'jobLeaseMs' | 'jobPollMs' | 'jobTimeoutMs' | 'jobTimeoutsMs' | 'jobRetryBackoffMs' | 'shutdownGraceMs' | 'jobBatchMax'
+  'workers' | 'jobLeaseMs' | 'jobPollMs' | 'jobTimeoutMs' | 'jobTimeoutsMs' | 'jobRetryBackoffMs' | 'shutdownGraceMs' | 'jobBatchMax' | 'jobPrefetch'
 >;
 
 /** What a WorkerPool uses, and nothing more. */
@@ -80,8 +82,14 @@ export class WorkerPool {
   private _state: WorkerPoolState = 'idle';
   /** Every run by run id, until its outcome is written. */
   private readonly active = new Map<string, Promise<void>>();
-  /** Runs whose handler has not returned yet: the slots in use. */
+  /** Runs whose handler has not returned yet, started or waiting for a slot: what a claim subtracts. */
+  private held = 0;
+  /** Handlers running: the slots in use, at most `size`. */
   private executing = 0;
+  /** Claimed runs waiting for a slot, first claimed first. */
+  private readonly waiting: (() => void)[] = [];
+  /** Jobs claimed beyond the free slots (HERALD_JOB_PREFETCH, default the pool's size). */
+  private readonly prefetch: number;
   private sub: Subscription | null = null;
   private timer: NodeJS.Timeout | null = null;
   private readonly aborter = new AbortController();
@@ -96,6 +104,7 @@ export class WorkerPool {
     private readonly size: number = deps.settings.workers,
   ) {
     const { store, settings } = deps;
+    this.prefetch = settings.jobPrefetch ?? size;
     this.logs = new GroupCommit({ write: (lines) => store.writeLogs(lines), maxItems: settings.jobBatchMax, gatherTurn: true });
     this.writes = new GroupCommit({ write: (outcomes) => this.cycle(outcomes), maxItems: settings.jobBatchMax, gatherTurn: true });
   }
@@ -177,7 +186,7 @@ export class WorkerPool {
   /** One statement: `outcomes`, and claims for the free slots (JobStore.cycle). */
   private async cycle(outcomes: readonly Outcome[]): Promise<(JobJson | null)[]> {
     const { store, settings, logger } = this.deps;
-    const free = this._state === 'running' ? Math.max(0, Math.min(this.size - this.executing, settings.jobBatchMax)) : 0;
+    const free = this._state === 'running' ? Math.max(0, Math.min(this.size + this.prefetch - this.held, settings.jobBatchMax)) : 0;
     if (outcomes.length === 0 && free === 0) return [];
     // The lease holder is the run, not just this process: if a lease lapses and this same
     // process reclaims the job, the first run's renew/complete must fail.
@@ -200,14 +209,17 @@ export class WorkerPool {
     return result.finished;
   }
 
-  /** Runs a claimed job; its slot frees when the handler returns, its entry when the outcome is written. */
+  /**
+   * Runs a claimed job once a slot is free; its hold (and its slot) ends when the handler
+   * returns, its entry when the outcome is written.
+   */
   private launch(job: ClaimedJob, runId: string): void {
-    this.executing++;
+    this.held++;
     let released = false;
     const release = () => {
       if (released) return;
       released = true;
-      this.executing--;
+      this.held--;
       this.wake();
     };
     const run = this.execute(job, runId, release).finally(() => {
@@ -226,21 +238,59 @@ export class WorkerPool {
     this.timer = setTimeout(() => this.wake(), delay);
   }
 
+  /**
+   * Resolves once this run has one of the `size` slots (at once if one is free, else when a
+   * handler returns, first claimed first); rejects with the abort's reason if `signal` aborts
+   * first. The caller frees the slot with freeSlot().
+   */
+  private takeSlot(signal: AbortSignal): Promise<void> {
+    if (this.executing < this.size) {
+      this.executing++;
+      return Promise.resolve();
+    }
+    return new Promise((resolve, reject) => {
+      const onAbort = () => {
+        this.waiting.splice(this.waiting.indexOf(start), 1);
+        reject(signal.reason);
+      };
+      // Handed over by freeSlot(): the slot passes from one run to the next without freeing.
+      const start = () => {
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      };
+      if (signal.aborted) return onAbort();
+      this.waiting.push(start);
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  /** Gives a slot to the first waiting run, or frees it. */
+  private freeSlot(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.executing--;
+  }
+
   private async execute(job: ClaimedJob, runId: string, release: () => void): Promise<void> {
     const { settings, logger, store } = this.deps;
     const handler = this.handlers[job.type];
     const aborter = new AbortController();
     const onShutdown = () => aborter.abort(new HeraldError('HERALD_ERR_SHUTTING_DOWN', 'worker shutting down'));
     this.aborter.signal.addEventListener('abort', onShutdown);
-    // The handler is done: its slot frees, and shutdown no longer concerns it (only a run's
-    // handler listens, so the listeners stay as few as the slots).
+    let slot = false;
+    // The handler is done: its slot frees, and shutdown no longer concerns it (only held runs
+    // listen, so the listeners stay as few as the slots and the prefetched jobs).
     const handlerDone = () => {
       this.aborter.signal.removeEventListener('abort', onShutdown);
+      if (slot) {
+        slot = false;
+        this.freeSlot();
+      }
       release();
     };
-    const timeoutMs = settings.jobTimeoutsMs[job.type] ?? settings.jobTimeoutMs;
-    const timeout = setTimeout(() => aborter.abort(new HeraldError('HERALD_ERR_UNAVAILABLE', `timed out after ${timeoutMs} ms`)), timeoutMs);
-    // Renew at a third of the lease so two missed renewals still leave it valid.
+    let timeout: NodeJS.Timeout | undefined;
+    // From the claim, a prefetched job's wait for a slot included. Renew at a third of the
+    // lease so two missed renewals still leave it valid.
     const heartbeat = setInterval(() => {
       store.renew(job.id, runId, settings.jobLeaseMs).then(
         (held) => held || aborter.abort(new HeraldError('HERALD_ERR_UNAVAILABLE', 'lease lost to another worker')),
@@ -256,6 +306,10 @@ export class WorkerPool {
       await line;
     };
     try {
+      await this.takeSlot(aborter.signal);
+      slot = true;
+      const timeoutMs = settings.jobTimeoutsMs[job.type] ?? settings.jobTimeoutMs;
+      timeout = setTimeout(() => aborter.abort(new HeraldError('HERALD_ERR_UNAVAILABLE', `timed out after ${timeoutMs} ms`)), timeoutMs);
       if (job.attempts > job.maxAttempts) {
         throw new HeraldError('HERALD_ERR_INTERNAL', `gave up after ${job.maxAttempts} attempts: the worker running it stopped renewing its lease`);
       }

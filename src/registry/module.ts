@@ -105,13 +105,19 @@ const ENGINE_CONNECTIONS = 3;
 async function startRegistry(services: GatewayServices, options: RegistryOptions): Promise<{ instance: PluginInstance; handles: Handles }> {
   const { config, logger, pool } = services;
   const subscribe: GatewayServices['subscribe'] = (transport, opts) => services.subscribe(transport, opts);
-  const jobs = new JobStore(pool);
+  const jobs = new JobStore(pool, { batchMax: config.jobBatchMax });
   const tokens = new TokenStore(pool);
   const index = new IndexStore(pool);
   const workers =
     config.workers > 0
       ? new WorkerPool(
-          { store: new JobStore(services.openPool('herald-jobs', ENGINE_CONNECTIONS, { genericPlans: true })), pool, logger, subscribe, settings: config },
+          {
+            store: new JobStore(services.openPool('herald-jobs', ENGINE_CONNECTIONS, { genericPlans: true }), { batchMax: config.jobBatchMax }),
+            pool,
+            logger,
+            subscribe,
+            settings: config,
+          },
           { ...createRegistryHandlers({ settings: config, index, pool }), ...options.handlers },
         )
       : null;
@@ -193,6 +199,8 @@ function assemble(services: GatewayServices, handles: Handles, index: IndexStore
       stopping();
       await workersStopped;
       await exporter.stop();
+      // Submissions still gathering (an index sync queued on the way out) are written before the pool ends.
+      await jobs.close();
     },
   };
 }

@@ -107,3 +107,68 @@ describe('JobStore.cycle', () => {
     expect(after.map((c) => c.job.id)).toEqual([a2]);
   });
 });
+
+describe('JobStore.submit, many at once', () => {
+  /** `job:<id>` and `jobs` events of these jobs: topic, type, job id, and the transaction that wrote each. */
+  async function submitEvents(ids: number[]) {
+    const { rows } = await pool.query<{ topic: string; type: string; job: number; tx: string }>(
+      `select topic, type, (data->>'id')::bigint as job, xmin::text as tx from herald.events
+       where (data->>'id')::bigint = any($1::bigint[]) and type in ('status', 'created') order by id`,
+      [ids],
+    );
+    return rows;
+  }
+
+  it('concurrent submissions share one commit: each gets its own job, ids and events in submission order', async () => {
+    const batch = new JobStore(pool);
+    // The first goes alone at once; the nine that come while it is in flight go together.
+    const results = await Promise.all(
+      Array.from({ length: 10 }, (_, i) =>
+        batch.submit({ type: 'many-at-once', payload: { i }, maxAttempts: 2, archive: i === 5 ? Buffer.from([i]) : undefined }),
+      ),
+    );
+    const ids = results.map((r) => r.job.id);
+    expect(results.map((r) => [r.created, r.job.payload, r.job.status])).toEqual(Array.from({ length: 10 }, (_, i) => [true, { i }, 'queued']));
+    expect(ids).toEqual([...ids].sort((a, b) => a - b));
+    expect(await store.input(ids[5]!)).toEqual(Buffer.from([5]));
+    expect(await store.input(ids[4]!)).toBeNull();
+    const events = await submitEvents(ids);
+    expect(events.map((e) => [e.topic, e.type, e.job])).toEqual(
+      ids.flatMap((id) => [
+        [`job:${id}`, 'status', id],
+        ['jobs', 'created', id],
+      ]),
+    );
+    // Events of a job commit with it; the nine that gathered committed together.
+    expect(new Set(events.slice(2).map((e) => e.tx)).size).toBe(1);
+    await batch.close();
+  });
+
+  it('a duplicate in the same batch folds into the first; a refused submission fails alone', async () => {
+    const batch = new JobStore(pool);
+    const first = batch.submit({ type: 'many-dedupe', payload: {}, maxAttempts: 1 });
+    const [a, b, bad, c] = await Promise.allSettled([
+      batch.submit({ type: 'many-dedupe', payload: { n: 1 }, dedupeKey: 'same-key', maxAttempts: 1 }),
+      batch.submit({ type: 'many-dedupe', payload: { n: 2 }, dedupeKey: 'same-key', maxAttempts: 1 }),
+      // herald.jobs refuses the type: the batch is written again one by one.
+      batch.submit({ type: 'Not A Type', payload: {}, maxAttempts: 1 }),
+      batch.submit({ type: 'many-dedupe', payload: { n: 3 }, maxAttempts: 1 }),
+    ]);
+    await first;
+    if (a.status !== 'fulfilled' || b.status !== 'fulfilled' || c.status !== 'fulfilled') throw new Error('a good submission failed');
+    expect([a.value.created, b.value.created, b.value.job.id]).toEqual([true, false, a.value.job.id]);
+    expect(b.value.job.payload).toEqual({ n: 1 });
+    expect(c.value.created).toBe(true);
+    expect(bad.status).toBe('rejected');
+    expect((await pool.query(`select count(*)::int as n from herald.jobs where type = 'many-dedupe'`)).rows[0].n).toBe(3);
+    const events = await submitEvents([a.value.job.id, c.value.job.id]);
+    expect(events.map((e) => [e.type, e.job])).toEqual([
+      ['status', a.value.job.id],
+      ['created', a.value.job.id],
+      ['status', c.value.job.id],
+      ['created', c.value.job.id],
+    ]);
+    await batch.close();
+    await expect(batch.submit({ type: 'many-dedupe', payload: {}, maxAttempts: 1 })).rejects.toMatchObject({ code: 'HERALD_ERR_SHUTTING_DOWN' });
+  });
+});

@@ -238,11 +238,65 @@ describe('batches', () => {
     for (const id of ids) expect(topic.get(id)).toEqual(['created', 'finished']);
     // And the work really went in batches: several jobs claimed, finished, logged per commit.
     const most = (m: Map<string, number>) => Math.max(...m.values());
-    expect(most(commits.running)).toBe(4);
+    // A claim takes the 4 free slots and 4 more (HERALD_JOB_PREFETCH defaults to HERALD_WORKERS).
+    expect(most(commits.running)).toBe(8);
     expect(most(commits.final)).toBeGreaterThan(1);
     expect(most(commits.log)).toBeGreaterThan(1);
     expect((await pool.query('select count(*)::int as n from herald.pending')).rows[0].n).toBe(0);
   });
+
+  it.each([
+    { prefetch: 2, claimed: 4 },
+    { prefetch: 0, claimed: 2 },
+  ])(
+    'prefetch $prefetch: $claimed jobs claimed at once, never more than 2 handlers; each waiting one starts when a slot frees',
+    async ({ prefetch, claimed }) => {
+      const db = await createTestDatabase();
+      cleanups.push(db.drop);
+      const gates = new Map<number, () => void>();
+      const started: number[] = [];
+      let inHandler = 0;
+      let mostInHandler = 0;
+      const h = await startTestHerald(
+        db.url,
+        { workers: 2, jobPrefetch: prefetch },
+        {
+          handlers: {
+            gated: {
+              async run(job) {
+                started.push(job.id);
+                mostInHandler = Math.max(mostInHandler, ++inHandler);
+                await new Promise<void>((r) => gates.set(job.id, r));
+                inHandler--;
+              },
+            },
+          },
+        },
+      );
+      cleanups.push(h.close);
+      const pool = h.ctx.pool;
+      const { rows } = await pool.query<{ id: number }>(`select herald.submit_job('gated', '{}') as id from generate_series(1, 6) order by 1`);
+      const ids = rows.map((r) => r.id);
+      const statuses = async () =>
+        (await pool.query<{ status: string }>(`select status from herald.jobs where id = any($1::bigint[]) order by id`, [ids])).rows.map((r) => r.status);
+      await until(async () => started.length === 2 && (await statuses()).filter((s) => s === 'running').length === claimed, 10_000, 'the first claims');
+      // The oldest two run; the next `prefetch` are claimed (running, leased) and wait here.
+      expect(started).toEqual(ids.slice(0, 2));
+      expect(await statuses()).toEqual([...Array(claimed).fill('running'), ...Array(6 - claimed).fill('queued')]);
+      // A slot frees: the oldest waiting job starts in it.
+      gates.get(ids[0]!)!();
+      await until(() => started.length === 3, 10_000, 'the third job to start');
+      expect(started[2]).toBe(ids[2]);
+      for (let n = 1; n < 6; n++) {
+        await until(() => gates.has(ids[n]!), 10_000, `job ${ids[n]} to start`);
+        gates.get(ids[n]!)!();
+      }
+      await until(async () => (await statuses()).every((s) => s === 'succeeded'), 10_000, 'every job to succeed');
+      expect(started).toEqual(ids);
+      expect(mostInHandler).toBe(2);
+      for (const id of ids) expect((await jobEvents(pool, id)).map((e) => e.what)).toEqual(['status:queued', 'status:running', 'status:succeeded']);
+    },
+  );
 
   it("a batch's connection killed mid-write: nothing lost or doubled; the lease lapses and the job runs again", async () => {
     const db = await createTestDatabase();
