@@ -22,6 +22,7 @@
 --   013 emit_checks_once
 --   014 append_rows
 --   015 submit_jobs
+--   016 iso_stable
 
 create schema herald;
 
@@ -372,7 +373,7 @@ end $function$;
 CREATE OR REPLACE FUNCTION herald.iso(ts timestamp with time zone)
  RETURNS text
  LANGUAGE sql
- IMMUTABLE PARALLEL SAFE
+ STABLE PARALLEL SAFE
 AS $function$
   -- Same text as JavaScript's Date.prototype.toISOString().
   select to_char(ts at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')

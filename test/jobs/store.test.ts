@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPool } from '../../src/db/pool.ts';
-import { JobStore } from '../../src/jobs/store.ts';
+import { type JobJson, JobStore } from '../../src/jobs/store.ts';
 import { createLogger } from '../../src/logger.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 
@@ -170,5 +170,21 @@ describe('JobStore.submit, many at once', () => {
     ]);
     await batch.close();
     await expect(batch.submit({ type: 'many-dedupe', payload: {}, maxAttempts: 1 })).rejects.toMatchObject({ code: 'HERALD_ERR_SHUTTING_DOWN' });
+  });
+});
+
+describe('herald.job_json', () => {
+  it('is planned inline (herald.iso declared as volatile as its body), with JavaScript timestamps', async () => {
+    const { rows } = await pool.query<{ 'QUERY PLAN': string }>(`explain (verbose, costs off) select herald.job_json(j) from herald.jobs j`);
+    const plan = rows.map((r) => r['QUERY PLAN']).join('\n');
+    expect(plan).toContain('to_char(');
+    expect(plan).not.toContain('iso(');
+    const at = new Date('2026-12-02T07:04:05.678Z');
+    const { rows: jobs } = await pool.query<{ job: JobJson }>(
+      `with j as (insert into herald.jobs (type, payload, max_attempts, created_at) values ('iso-check', '{}', 1, $1) returning *)
+       select herald.job_json(j) as job from j`,
+      [at],
+    );
+    expect([jobs[0]!.job.createdAt, jobs[0]!.job.startedAt, jobs[0]!.job.finishedAt]).toEqual([at.toISOString(), null, null]);
   });
 });
