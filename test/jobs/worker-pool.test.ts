@@ -304,9 +304,11 @@ describe('batches', () => {
     let open: () => void = () => undefined;
     const gate = new Promise<void>((r) => (open = r));
     let waiting = 0;
+    // No prefetch: with free places to prefetch into, the pool would also try a claim every
+    // jobPollMs while the runs wait at the gate, and that write could be the one killed.
     const h = await startTestHerald(
       db.url,
-      { workers: 4, jobLeaseMs: 1000, jobPollMs: 200, jobRetryBackoffMs: 0 },
+      { workers: 4, jobPrefetch: 0, jobLeaseMs: 1000, jobPollMs: 200, jobRetryBackoffMs: 0 },
       {
         handlers: {
           fault: {
