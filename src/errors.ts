@@ -125,6 +125,16 @@ export function isDataError(err: unknown): boolean {
   return typeof code === 'string' && DATA_ERROR_CLASSES.has(code.slice(0, 2));
 }
 
+/**
+ * True for an error after which a statement in autocommit wrote nothing and the same work,
+ * split, may succeed: a data error, or the transaction rolled back (SQLSTATE class 40: a
+ * deadlock, a serialization failure), which two concurrent batches can cause together.
+ */
+export function isRolledBack(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return isDataError(err) || (typeof code === 'string' && code.startsWith('40'));
+}
+
 /** Turns anything thrown into a HeraldError, keeping the original as `cause`. */
 export function coerceError(err: unknown): HeraldError {
   if (err instanceof HeraldError) return err;

@@ -7,9 +7,9 @@
  *
  * Each caller gets its own answer or its own error:
  * - The write is handed the batch's items and returns one answer per item, in order.
- * - A batch the database refuses for what an item holds (isDataError: the statement rolled
- *   back, nothing was written) is written again item by item, in order, so one bad item
- *   never fails another.
+ * - A batch the database refuses for what an item holds, or rolls back as a deadlock with
+ *   another writer (isRolledBack: nothing was written), is written again item by item, in
+ *   order, so one bad item never fails another.
  * - Any other error (the connection lost, the server going away) may have come after the
  *   commit, so nothing is written again: every caller of that flush gets the error, as the
  *   caller of a single statement would, and retries itself if it wants to.
@@ -22,7 +22,7 @@
  * Lifecycle: `open` takes writes; close() moves to `draining`, which refuses new ones with
  * `shutting_down` while the queued ones are flushed; `closed` once they all are.
  */
-import { HeraldError, isDataError } from './errors.ts';
+import { HeraldError, isRolledBack } from './errors.ts';
 
 /** See the file comment. */
 export type GroupCommitState = 'open' | 'draining' | 'closed';
@@ -269,7 +269,7 @@ export class GroupCommit<I, O> {
       const out = await this.write(batch.map((w) => w.item));
       return batch.map((_, i) => ({ ok: true, out: out[i]! }));
     } catch (err) {
-      if (batch.length > 1 && isDataError(err)) {
+      if (batch.length > 1 && isRolledBack(err)) {
         // Nothing of the batch was written (one statement). Alone, in the same order, each
         // item gets its own answer or its own error.
         const answers: Answer<O>[] = [];

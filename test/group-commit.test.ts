@@ -163,6 +163,22 @@ describe('GroupCommit: one bad item fails only its caller', () => {
     expect(flushes).toEqual([['a'], ['b', 'bad', 'c'], ['b'], ['bad'], ['c']]);
   });
 
+  it('a batch rolled back as a deadlock is written again item by item, each with its own answer', async () => {
+    const flushes: string[][] = [];
+    const gc = new GroupCommit<string, string>({
+      write: async (items) => {
+        flushes.push([...items]);
+        // PostgreSQL's answer to the batch that lost a deadlock (SQLSTATE 40P01).
+        if (items.length > 1 && items[0] === 'x') throw Object.assign(new Error('deadlock detected'), { code: '40P01' });
+        return items.map((i) => `${i}!`);
+      },
+      maxItems: 10,
+    });
+    const answers = await Promise.all(['a', 'x', 'y'].map((i) => settle(gc.push(i))));
+    expect(answers).toEqual(['a!', 'x!', 'y!']);
+    expect(flushes).toEqual([['a'], ['x', 'y'], ['x'], ['y']]);
+  });
+
   it('any other error fails every caller of the flush, and nothing is written again', async () => {
     const { gc, flushes, batches } = held();
     const first = settle(gc.push({ name: 'x' }));

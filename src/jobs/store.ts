@@ -75,8 +75,12 @@ export interface SubmitOptions {
 /** One finished run, as cycle() records it. */
 export type Outcome =
   | { jobId: number; runId: string; ok: true; result: unknown }
-  /** `retryInMs`: queued again after that long, or failed for good when null. */
-  | { jobId: number; runId: string; ok: false; error: string; retryInMs: number | null };
+  /**
+   * `retryInMs`: queued again after that long, or failed for good when null. `unstarted`: the
+   * run never started (a prefetched job given back at shutdown): queued again at once, its
+   * attempt given back, `error` and `retryInMs` ignored.
+   */
+  | { jobId: number; runId: string; ok: false; error: string; retryInMs: number | null; unstarted?: boolean };
 
 /** A log line to write. */
 export interface NewLogLine {
@@ -116,11 +120,11 @@ const SUBMIT_QUEUE_MAX_BYTES = 256 * 1024 * 1024;
 
 /**
  * One statement, so one commit and one turn of the event log's id lock, for what a worker
- * pool has to write: outcomes ($1–$6, one array element per run) and claims for its free
- * slots ($7, one run id per slot; $8 the lease).
+ * pool has to write: outcomes ($1–$6 and $9, one array element per run) and claims for its
+ * free slots ($7, one run id per slot; $8 the lease).
  *
- * Outcomes: succeeded, queued again (a retry) or failed, each only while its run still holds
- * the lease. The upload of a finished job is dropped (a published archive lives in
+ * Outcomes: succeeded, queued again (a retry, or a run that never started, whose attempt is
+ * given back) or failed, each only while its run still holds the lease. The upload of a finished job is dropped (a published archive lives in
  * herald.versions).
  *
  * Claims: up to cardinality($7) runnable jobs, oldest first: queued and due, or running with
@@ -138,15 +142,17 @@ const SUBMIT_QUEUE_MAX_BYTES = 256 * 1024 * 1024;
  */
 const cycleSql = (events: { staged: string; appended: string }) => `
   with /* herald: job cycle */ input as (
-    select * from unnest($1::bigint[], $2::text[], $3::boolean[], $4::jsonb[], $5::text[], $6::bigint[])
-      with ordinality as i(id, run_id, ok, result, error, retry_ms, ord)
+    select * from unnest($1::bigint[], $2::text[], $3::boolean[], $4::jsonb[], $5::text[], $6::bigint[], $9::boolean[])
+      with ordinality as i(id, run_id, ok, result, error, retry_ms, unstarted, ord)
   ), done as (
     update herald.jobs j
-    set status = case when i.ok then 'succeeded' when i.retry_ms is null then 'failed' else 'queued' end,
-        run_at = case when not i.ok and i.retry_ms is not null then now() + i.retry_ms * interval '1 millisecond' else j.run_at end,
-        finished_at = case when not i.ok and i.retry_ms is not null then null else now() end,
+    set status = case when i.ok then 'succeeded' when i.unstarted or i.retry_ms is not null then 'queued' else 'failed' end,
+        run_at = case when not i.ok and not i.unstarted and i.retry_ms is not null then now() + i.retry_ms * interval '1 millisecond' else j.run_at end,
+        finished_at = case when i.ok or (i.retry_ms is null and not i.unstarted) then now() end,
         result = case when i.ok then i.result else j.result end,
-        error = case when i.ok then null else i.error end,
+        error = case when i.ok then null when i.unstarted then j.error else i.error end,
+        attempts = case when i.unstarted then j.attempts - 1 else j.attempts end,
+        started_at = case when i.unstarted and j.attempts = 1 then null else j.started_at end,
         locked_by = null, locked_until = null
     from input i
     where j.id = i.id and j.locked_by = i.run_id and j.status = 'running'
@@ -275,7 +281,9 @@ export class JobStore {
   /**
    * Submissions, many per statement: those that arrive while one write is in flight go
    * together in the next (src/group-commit.ts), so concurrent submitters share a commit and
-   * a turn of the event log's id lock instead of queueing on it one commit each.
+   * a turn of the event log's id lock instead of queueing on it one commit each. Two
+   * processes' batches holding the same two keys in opposite orders can deadlock: PostgreSQL
+   * rolls one back, and GroupCommit writes its submissions again one by one.
    */
   private readonly submissions: GroupCommit<SubmitOptions, JobJson | null>;
 
@@ -445,6 +453,7 @@ export class JobStore {
             outcomes.map((o) => (o.ok ? null : o.retryInMs)),
             runIds,
             leaseMs,
+            outcomes.map((o) => !o.ok && o.unstarted === true),
           ],
         });
         const r = rows[0]!;

@@ -14,6 +14,7 @@
  * outcome, so a job's events stay in order.
  */
 import { randomBytes } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import type pg from 'pg';
 import { backoffMs } from '../backoff.ts';
 import type { Config } from '../config.ts';
@@ -86,8 +87,8 @@ export class WorkerPool {
   private held = 0;
   /** Handlers running: the slots in use, at most `size`. */
   private executing = 0;
-  /** Claimed runs waiting for a slot, first claimed first. */
-  private readonly waiting: (() => void)[] = [];
+  /** Claimed runs waiting for a slot, first claimed first: start() hands one the slot, cancel() refuses it. */
+  private readonly waiting: { start: () => void; cancel: (err: unknown) => void }[] = [];
   /** Jobs claimed beyond the free slots (HERALD_JOB_PREFETCH, default the pool's size). */
   private readonly prefetch: number;
   private sub: Subscription | null = null;
@@ -105,6 +106,9 @@ export class WorkerPool {
   ) {
     const { store, settings } = deps;
     this.prefetch = settings.jobPrefetch ?? size;
+    // Every held run listens for shutdown: as many as slots and prefetched jobs, past Node's
+    // default warning at 10.
+    setMaxListeners(size + this.prefetch + 1, this.aborter.signal);
     this.logs = new GroupCommit({ write: (lines) => store.writeLogs(lines), maxItems: settings.jobBatchMax, gatherTurn: true });
     this.writes = new GroupCommit({ write: (outcomes) => this.cycle(outcomes), maxItems: settings.jobBatchMax, gatherTurn: true });
   }
@@ -127,11 +131,16 @@ export class WorkerPool {
     this.wake();
   }
 
-  /** Stops claiming and waits for running jobs (their leases let others retry any that hang). */
+  /**
+   * Stops claiming, gives back the jobs claimed ahead that have not started (queued again,
+   * their attempt given back, for any worker), and waits for running jobs (their leases let
+   * others retry any that hang).
+   */
   async stop(graceMs = this.deps.settings.shutdownGraceMs): Promise<void> {
     if (!this.transition('stopping')) return;
     this.sub?.close();
     if (this.timer) clearTimeout(this.timer);
+    for (const w of this.waiting.splice(0)) w.cancel(notStarted());
     const late = setTimeout(() => this.aborter.abort(), graceMs);
     // A claim in flight may still add a run: wait for it before collecting the runs, whose
     // promises end once their outcomes are written.
@@ -240,26 +249,36 @@ export class WorkerPool {
 
   /**
    * Resolves once this run has one of the `size` slots (at once if one is free, else when a
-   * handler returns, first claimed first); rejects with the abort's reason if `signal` aborts
-   * first. The caller frees the slot with freeSlot().
+   * handler returns, first claimed first). Rejects with the abort's reason if `signal` aborts
+   * first, and with notStarted() once the pool is stopping and no slot is free. The caller
+   * frees the slot with freeSlot().
    */
   private takeSlot(signal: AbortSignal): Promise<void> {
     if (this.executing < this.size) {
       this.executing++;
       return Promise.resolve();
     }
+    if (signal.aborted) return Promise.reject(signal.reason);
+    if (this._state !== 'running') return Promise.reject(notStarted());
     return new Promise((resolve, reject) => {
       const onAbort = () => {
-        this.waiting.splice(this.waiting.indexOf(start), 1);
+        const k = this.waiting.indexOf(waiter);
+        if (k >= 0) this.waiting.splice(k, 1);
         reject(signal.reason);
       };
-      // Handed over by freeSlot(): the slot passes from one run to the next without freeing.
-      const start = () => {
-        signal.removeEventListener('abort', onAbort);
-        resolve();
+      const waiter = {
+        // Handed over by freeSlot(): the slot passes from one run to the next without freeing.
+        start: () => {
+          signal.removeEventListener('abort', onAbort);
+          resolve();
+        },
+        // stop(): already taken off the list.
+        cancel: (err: unknown) => {
+          signal.removeEventListener('abort', onAbort);
+          reject(err);
+        },
       };
-      if (signal.aborted) return onAbort();
-      this.waiting.push(start);
+      this.waiting.push(waiter);
       signal.addEventListener('abort', onAbort, { once: true });
     });
   }
@@ -267,7 +286,7 @@ export class WorkerPool {
   /** Gives a slot to the first waiting run, or frees it. */
   private freeSlot(): void {
     const next = this.waiting.shift();
-    if (next) next();
+    if (next) next.start();
     else this.executing--;
   }
 
@@ -277,7 +296,10 @@ export class WorkerPool {
     const aborter = new AbortController();
     const onShutdown = () => aborter.abort(new HeraldError('HERALD_ERR_SHUTTING_DOWN', 'worker shutting down'));
     this.aborter.signal.addEventListener('abort', onShutdown);
+    // Claimed after the grace period ended (a claim in flight): that abort has come already.
+    if (this.aborter.signal.aborted) onShutdown();
     let slot = false;
+    let started = false;
     // The handler is done: its slot frees, and shutdown no longer concerns it (only held runs
     // listen, so the listeners stay as few as the slots and the prefetched jobs).
     const handlerDone = () => {
@@ -306,14 +328,15 @@ export class WorkerPool {
       await line;
     };
     try {
-      await this.takeSlot(aborter.signal);
-      slot = true;
-      const timeoutMs = settings.jobTimeoutsMs[job.type] ?? settings.jobTimeoutMs;
-      timeout = setTimeout(() => aborter.abort(new HeraldError('HERALD_ERR_UNAVAILABLE', `timed out after ${timeoutMs} ms`)), timeoutMs);
+      // Jobs that cannot run fail at once, without waiting for a slot.
       if (job.attempts > job.maxAttempts) {
         throw new HeraldError('HERALD_ERR_INTERNAL', `gave up after ${job.maxAttempts} attempts: the worker running it stopped renewing its lease`);
       }
       if (!handler) throw new HeraldError('HERALD_ERR_BAD_REQUEST', `no handler for job type ${job.type}`);
+      await this.takeSlot(aborter.signal);
+      slot = started = true;
+      const timeoutMs = settings.jobTimeoutsMs[job.type] ?? settings.jobTimeoutMs;
+      timeout = setTimeout(() => aborter.abort(new HeraldError('HERALD_ERR_UNAVAILABLE', `timed out after ${timeoutMs} ms`)), timeoutMs);
       let committed = false;
       const jc: JobContext = {
         log,
@@ -347,6 +370,14 @@ export class WorkerPool {
     } catch (err) {
       handlerDone();
       const e = coerceError(err);
+      // Shutdown before it started (claimed ahead): give it back, queued at once with its
+      // attempt returned, rather than leave it to its lease.
+      if (e.code === 'HERALD_ERR_SHUTTING_DOWN' && !started) {
+        await this.writes
+          .push({ jobId: job.id, runId, ok: false, error: '', retryInMs: null, unstarted: true })
+          .catch((err: unknown) => logger.warn({ err: coerceError(err).message, job: job.id }, 'could not give back an unstarted job; its lease will lapse'));
+        return;
+      }
       // Shutdown: leave the job running; its lease lapses and another worker retries it.
       if (e.code === 'HERALD_ERR_SHUTTING_DOWN') {
         await log('warn', `attempt ${job.attempts} interrupted by shutdown; another worker will retry it`).catch(() => undefined);
@@ -373,4 +404,9 @@ export class WorkerPool {
       handlerDone();
     }
   }
+}
+
+/** What a claimed job that never got a slot is refused with when the pool stops. */
+function notStarted(): HeraldError {
+  return new HeraldError('HERALD_ERR_SHUTTING_DOWN', 'not started: this worker is shutting down');
 }

@@ -144,7 +144,7 @@ describe('JobStore.submit, many at once', () => {
     await batch.close();
   });
 
-  it('a duplicate in the same batch folds into the first; a refused submission fails alone', async () => {
+  it('a duplicate key folds into the job holding it; a refused submission fails alone', async () => {
     const batch = new JobStore(pool);
     const first = batch.submit({ type: 'many-dedupe', payload: {}, maxAttempts: 1 });
     const [a, b, bad, c] = await Promise.allSettled([
@@ -156,18 +156,25 @@ describe('JobStore.submit, many at once', () => {
     ]);
     await first;
     if (a.status !== 'fulfilled' || b.status !== 'fulfilled' || c.status !== 'fulfilled') throw new Error('a good submission failed');
-    expect([a.value.created, b.value.created, b.value.job.id]).toEqual([true, false, a.value.job.id]);
-    expect(b.value.job.payload).toEqual({ n: 1 });
+    // In one batch, in order: the first writes the job, the second gets it.
+    const [made, folded] = a.value.created ? [a.value, b.value] : [b.value, a.value];
+    expect([made.created, folded.created, folded.job.id]).toEqual([true, false, made.job.id]);
+    expect(folded.job.payload).toEqual(made.job.payload);
     expect(c.value.created).toBe(true);
     expect(bad.status).toBe('rejected');
     expect((await pool.query(`select count(*)::int as n from herald.jobs where type = 'many-dedupe'`)).rows[0].n).toBe(3);
-    const events = await submitEvents([a.value.job.id, c.value.job.id]);
-    expect(events.map((e) => [e.type, e.job])).toEqual([
-      ['status', a.value.job.id],
-      ['created', a.value.job.id],
-      ['status', c.value.job.id],
-      ['created', c.value.job.id],
+    const mine = await submitEvents([made.job.id]);
+    const theirs = await submitEvents([c.value.job.id]);
+    expect(mine.map((e) => [e.topic, e.type, e.job])).toEqual([
+      [`job:${made.job.id}`, 'status', made.job.id],
+      ['jobs', 'created', made.job.id],
     ]);
+    expect(theirs.map((e) => [e.topic, e.type, e.job])).toEqual([
+      [`job:${c.value.job.id}`, 'status', c.value.job.id],
+      ['jobs', 'created', c.value.job.id],
+    ]);
+    // The refused one was split out: the others were written again one by one.
+    expect(mine[0]!.tx).not.toBe(theirs[0]!.tx);
     await batch.close();
     await expect(batch.submit({ type: 'many-dedupe', payload: {}, maxAttempts: 1 })).rejects.toMatchObject({ code: 'HERALD_ERR_SHUTTING_DOWN' });
   });

@@ -298,6 +298,57 @@ describe('batches', () => {
     },
   );
 
+  it('shutdown gives back a prefetched job that has not started: queued again at once, its attempt returned', async () => {
+    const db = await createTestDatabase();
+    cleanups.push(db.drop);
+    let open: () => void = () => undefined;
+    const gate = new Promise<void>((r) => (open = r));
+    const started: number[] = [];
+    const h = await startTestHerald(
+      db.url,
+      { workers: 1, jobPrefetch: 1, shutdownGraceMs: 10_000 },
+      {
+        handlers: {
+          slow: {
+            async run(job) {
+              started.push(job.id);
+              await gate;
+            },
+          },
+        },
+      },
+    );
+    const reader = new pg.Pool({ connectionString: db.url, max: 1 });
+    cleanups.push(() => reader.end());
+    const { rows } = await reader.query<{ id: number }>(`select herald.submit_job('slow', '{}', null, 1)::int as id from generate_series(1, 2) order by 1`);
+    const [first, second] = rows.map((r) => r.id) as [number, number];
+    const job = async (id: number) =>
+      (
+        await reader.query<{ status: string; attempts: number; started_at: Date | null }>(
+          `select status, attempts, started_at from herald.jobs where id = $1`,
+          [id],
+        )
+      ).rows[0]!;
+    await until(async () => started.length === 1 && (await job(second)).status === 'running', 10_000, 'one job running, one claimed ahead');
+    expect(started).toEqual([first]);
+    // Shutdown while the first runs: the second is given back at once, the first finishes in the grace period.
+    const closed = h.close();
+    await until(async () => (await job(second)).status === 'queued', 10_000, 'the prefetched job to be given back');
+    open();
+    await closed;
+    expect(started).toEqual([first]);
+    expect(await job(first)).toMatchObject({ status: 'succeeded', attempts: 1 });
+    // Its attempt returned: with max_attempts 1 it still gets its one run.
+    expect(await job(second)).toEqual({ status: 'queued', attempts: 0, started_at: null });
+    expect((await jobEvents(reader, second)).map((e) => e.what)).toEqual(['status:queued', 'status:running', 'status:queued']);
+    // Another worker takes it and runs it once.
+    const next = await startTestHerald(db.url, { workers: 1 }, { handlers: { slow: { run: async (j) => void started.push(j.id) } } });
+    cleanups.push(next.close);
+    await until(async () => (await job(second)).status === 'succeeded', 10_000, 'the second job to run elsewhere');
+    expect(started).toEqual([first, second]);
+    expect(await job(second)).toMatchObject({ attempts: 1 });
+  });
+
   it("a batch's connection killed mid-write: nothing lost or doubled; the lease lapses and the job runs again", async () => {
     const db = await createTestDatabase();
     cleanups.push(db.drop);
