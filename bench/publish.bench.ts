@@ -7,6 +7,10 @@
  * events/s, publish p99 ≤ 50 ms. Afterwards every acknowledged id is read back: each must be
  * in the log exactly once, with its publisher's event.
  *
+ * The publishers write HTTP/1.1 on their sockets directly, as a load generator does
+ * (httpPublishers), so that the two cores go to Herald and PostgreSQL rather than to an HTTP
+ * client; the table shows this process's CPU per publish beside Herald's.
+ *
  * A third row calls the group append in this process (Appender.emit(), N concurrent callers,
  * its own connection, default settings): the same batching without HTTP, which shows what
  * of the remaining cost is HTTP's.
@@ -20,7 +24,7 @@
  * 64-publisher window.
  */
 import { fork } from 'node:child_process';
-import http from 'node:http';
+import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
@@ -67,41 +71,60 @@ async function drive(publishers: number, step: (p: number, i: number) => Promise
   return out;
 }
 
-/** A keep-alive HTTP publisher per `p`: POST one event, resolve with its id. */
+/**
+ * A keep-alive HTTP/1.1 connection per publisher `p`: POST one event, resolve with its id.
+ * Written on the socket directly, as load generators (wrk, autocannon) do, rather than with
+ * node:http's client, which took 0.11–0.12 ms of this process's CPU per publish against
+ * Herald's 0.13–0.17, on the same two cores: the bench measured its own client nearly as much
+ * as Herald. Written directly: 0.03–0.04 ms (BENCHMARKS.md, issue 15 third round). One
+ * request at a time per connection; a response is its status line, headers with a
+ * Content-Length (Herald's answers all have one), and that many bytes of body.
+ */
 function httpPublishers(url: string, publishers: number) {
-  const agents = Array.from({ length: publishers }, () => new http.Agent({ keepAlive: true, maxSockets: 1 }));
   const { hostname, port } = new URL(url);
-  const post = (p: number, body: string) =>
-    new Promise<number>((resolve, reject) => {
-      const req = http.request(
-        {
-          agent: agents[p],
-          hostname,
-          port,
-          method: 'POST',
-          path: '/v1/events',
-          headers: { 'content-type': 'application/json', authorization: `Bearer ${TOKEN}`, 'content-length': Buffer.byteLength(body) },
-        },
-        (res) => {
-          let text = '';
-          res.setEncoding('utf8');
-          res.on('data', (chunk: string) => {
-            text += chunk;
-          });
-          res.on('end', () =>
-            res.statusCode === 201
-              ? resolve((JSON.parse(text) as { ids: number[] }).ids[0]!)
-              : reject(new Error(`publish answered ${res.statusCode}: ${text}`)),
-          );
-        },
-      );
-      req.on('error', reject);
-      req.end(body);
+  const head = (length: number) =>
+    `POST /v1/events HTTP/1.1\r\nhost: ${hostname}:${port}\r\ncontent-type: application/json\r\nauthorization: Bearer ${TOKEN}\r\ncontent-length: ${length}\r\n\r\n`;
+  const conns = Array.from({ length: publishers }, () => {
+    const socket = net.connect(Number(port), hostname);
+    socket.setNoDelay(true);
+    let buffered: Buffer = Buffer.alloc(0);
+    let waiting: { resolve: (id: number) => void; reject: (err: Error) => void } | null = null;
+    const fail = (err: Error) => {
+      const w = waiting;
+      waiting = null;
+      w?.reject(err);
+    };
+    socket.on('data', (chunk: Buffer) => {
+      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+      const end = buffered.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      const header = buffered.subarray(0, end).toString('latin1');
+      const length = Number(/\r\ncontent-length: *(\d+)/i.exec(header)?.[1] ?? Number.NaN);
+      if (Number.isNaN(length)) return fail(new Error(`an answer without Content-Length: ${header}`));
+      if (buffered.length < end + 4 + length) return;
+      const body = buffered.subarray(end + 4, end + 4 + length).toString('utf8');
+      buffered = buffered.subarray(end + 4 + length);
+      const status = Number(header.slice(9, 12));
+      const w = waiting;
+      waiting = null;
+      if (status === 201) w?.resolve((JSON.parse(body) as { ids: number[] }).ids[0]!);
+      else w?.reject(new Error(`publish answered ${status}: ${body}`));
     });
+    socket.on('error', fail);
+    socket.on('close', () => fail(new Error('the connection closed')));
+    return {
+      socket,
+      post: (body: string) =>
+        new Promise<number>((resolve, reject) => {
+          waiting = { resolve, reject };
+          socket.write(head(Buffer.byteLength(body)) + body);
+        }),
+    };
+  });
   return {
-    post,
+    post: (p: number, body: string) => conns[p]!.post(body),
     close: () => {
-      for (const a of agents) a.destroy();
+      for (const c of conns) c.socket.destroy();
     },
   };
 }
@@ -120,7 +143,13 @@ const sortMs = (ms: number[]) => [...ms].sort((a, b) => a - b);
 const median = (xs: number[]) => percentile(sortMs(xs), 50);
 
 /** One row of the table: a variant's median window and its pooled latencies. */
-function row(publishers: number, variant: string, perS: number[], ms: number[], more: { flush: number | string; cpu: number | string; ratio: number }): Row {
+function row(
+  publishers: number,
+  variant: string,
+  perS: number[],
+  ms: number[],
+  more: { flush: number | string; cpu: number | string; client?: number | string; ratio: number },
+): Row {
   const sorted = sortMs(ms);
   return {
     publishers,
@@ -130,6 +159,7 @@ function row(publishers: number, variant: string, perS: number[], ms: number[], 
     'p99 ms': percentile(sorted, 99),
     'events/flush': more.flush,
     'herald CPU ms/event': more.cpu,
+    'bench client CPU ms/event': more.client ?? '—',
     'ratio (median of pairs)': more.ratio,
   };
 }
@@ -169,7 +199,7 @@ export async function run(): Promise<Row[]> {
       const acked = new Map<number, string>();
       const publishers = httpPublishers(url, n);
       const baseline = { perS: [] as number[], ms: [] as number[] };
-      const pub = { perS: [] as number[], ms: [] as number[], cpuUs: 0 };
+      const pub = { perS: [] as number[], ms: [] as number[], cpuUs: 0, clientUs: 0 };
       const pairRatios: number[] = [];
       const inProcess = { perS: [] as number[], ms: [] as number[], ratios: [] as number[], flushes: appender.flushes, appended: appender.appended };
       let seq = 0;
@@ -183,12 +213,15 @@ export async function run(): Promise<Row[]> {
       const runHerald = async (profile: boolean) => {
         if (profile) setTimeout(() => void herald.call('profileStart'), WARMUP_MS);
         const cpu0 = await herald.call<Stats>('stats', { gc: false });
+        const client0 = process.cpuUsage();
         const w = await drive(n, async (p) => {
           // As jsonb writes it back (keys by length, then bytes), so the read-back compares text.
           const data = `{"i": ${seq++}, "p": ${p}}`;
           const id = await publishers.post(p, `{"topic":"${topic}","type":"t","data":${data}}`);
           acked.set(id, data);
         });
+        const client = process.cpuUsage(client0);
+        pub.clientUs += client.user + client.system;
         const cpu1 = await herald.call<Stats>('stats', { gc: false });
         if (profile)
           console.log(
@@ -235,6 +268,8 @@ export async function run(): Promise<Row[]> {
           flush: events / Math.max(1, flushes),
           // Every publish of the windows, warm-ups included, as the CPU was read around them.
           cpu: pub.cpuUs / 1000 / Math.max(1, acked.size),
+          // This process, publishers and all, over the same windows: the load generator's share of the two cores.
+          client: pub.clientUs / 1000 / Math.max(1, acked.size),
           ratio: median(pairRatios),
         }),
         row(n, 'Appender.emit() in process (no HTTP)', inProcess.perS, inProcess.ms, {
