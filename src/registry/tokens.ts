@@ -43,6 +43,9 @@ export interface RevokeResult {
   alreadyRevoked: boolean;
 }
 
+/** How stale a token's last_used_at may get before a request moves it forward. */
+const LAST_USED_EVERY = '1 minute';
+
 const INFO_COLUMNS = `t.id::int as id, t.user_name as "user", u.trustee, t.prefix,
   t.created_at as "createdAt", t.last_used_at as "lastUsedAt", t.revoked_at as "revokedAt"`;
 
@@ -134,13 +137,23 @@ export class TokenStore {
     const token = bearerToken(authorization);
     if (token === undefined) return null;
     const hash = hashToken(token);
-    const { rows } = await this.pool.query<{ hash: Buffer; name: string; trustee: boolean }>(
-      `update herald.tokens t set last_used_at = now()
-       from herald.users u
-       where t.hash = $1 and t.revoked_at is null and u.name = t.user_name
-       returning t.hash, u.name, u.trustee`,
-      [hash],
-    );
+    // A read, and a write of last_used_at only when it is a minute old: a write per request
+    // made concurrent requests with one token (a CI job publishing in parallel) wait on its
+    // row one commit at a time. An UPDATE that changes no row writes nothing and commits
+    // without a flush.
+    const { rows } = await this.pool.query<{ hash: Buffer; name: string; trustee: boolean }>({
+      name: 'herald_token_authenticate',
+      text: `with t as (
+         select t.id, t.hash, t.last_used_at, u.name, u.trustee
+         from herald.tokens t join herald.users u on u.name = t.user_name
+         where t.hash = $1 and t.revoked_at is null
+       ), touched as (
+         update herald.tokens x set last_used_at = now()
+         from t where x.id = t.id and (t.last_used_at is null or t.last_used_at < now() - interval '${LAST_USED_EVERY}')
+       )
+       select hash, name, trustee from t`,
+      values: [hash],
+    });
     const row = rows[0];
     if (!row || !matchesAny([row.hash], hash)) throw new HeraldError('HERALD_ERR_UNAUTHORIZED', 'the bearer token is not valid');
     return { name: row.name, trustee: row.trustee };

@@ -359,3 +359,35 @@ describe('jobs listing, logs and status', () => {
     });
   });
 });
+
+describe('bearer tokens', () => {
+  it("a request writes the token's last_used_at at most once a minute", async () => {
+    const dave = await herald.tokens.create('dave', false);
+    const lastUsed = async () =>
+      (
+        await herald.ctx.pool.query<{ last_used_at: Date | null; tx: string }>(
+          `select last_used_at, xmin::text as tx from herald.tokens where user_name = 'dave'`,
+        )
+      ).rows[0]!;
+    expect((await lastUsed()).last_used_at).toBeNull();
+    // Authenticated, then refused for its body: the token was used.
+    const use = async () =>
+      (
+        await fetch(`${herald.url}/api/v1/unpublish`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${dave}`, 'content-type': 'application/json' },
+          body: '{}',
+        })
+      ).status;
+    expect(await use()).toBe(400);
+    const first = await lastUsed();
+    expect(first.last_used_at).toBeInstanceOf(Date);
+    // Five more at once, within the minute: the row is not written again (same row version).
+    expect(await Promise.all(Array.from({ length: 5 }, use))).toEqual([400, 400, 400, 400, 400]);
+    expect(await lastUsed()).toEqual(first);
+    // A minute old: the next request moves it forward.
+    await herald.ctx.pool.query(`update herald.tokens set last_used_at = now() - interval '2 minutes' where user_name = 'dave'`);
+    expect(await use()).toBe(400);
+    expect((await lastUsed()).last_used_at!.getTime()).toBeGreaterThan(Date.now() - 30_000);
+  });
+});
