@@ -98,10 +98,12 @@ export async function versionPublishedAt(db: Db, name: string, version: string):
 
 /** Emits `package:<name>` with the package as it now stands, in the caller's transaction. */
 async function emitPackage(tx: pg.PoolClient, name: string, type: string): Promise<PackageJson> {
-  const { rows } = await tx.query<{ p: PackageJson }>(`select herald.package_json($1) as p`, [name]);
-  const pkg = rows[0]!.p;
-  await tx.query(`select herald.emit($1, $2, $3::jsonb)`, [`package:${name}`, type, JSON.stringify(pkg)]);
-  return pkg;
+  // One round trip: the document is built and emitted by the same statement.
+  const { rows } = await tx.query<{ p: PackageJson }>(`select herald.emit('package:' || $1, $2, p) as emitted, p from herald.package_json($1) as p`, [
+    name,
+    type,
+  ]);
+  return rows[0]!.p;
 }
 
 // Locks the package row (or notes its absence) so concurrent effects on one package queue up.

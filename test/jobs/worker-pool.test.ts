@@ -355,11 +355,13 @@ describe('batches', () => {
     let open: () => void = () => undefined;
     const gate = new Promise<void>((r) => (open = r));
     let waiting = 0;
-    // No prefetch: with free places to prefetch into, the pool would also try a claim every
-    // jobPollMs while the runs wait at the gate, and that write could be the one killed.
+    // Nothing but the runs' own writes while the test kills writes: no prefetch (with places
+    // to prefetch into, the pool tries a claim on every timer), and the timer far off (the
+    // lease's lapse, 3 s after the claim, is the first thing it waits for). A claim of its
+    // own could otherwise be the blocked write the test kills.
     const h = await startTestHerald(
       db.url,
-      { workers: 4, jobPrefetch: 0, jobLeaseMs: 1000, jobPollMs: 200, jobRetryBackoffMs: 0 },
+      { workers: 4, jobPrefetch: 0, jobLeaseMs: 3000, jobPollMs: 60_000, jobRetryBackoffMs: 0 },
       {
         handlers: {
           fault: {
