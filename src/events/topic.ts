@@ -16,12 +16,12 @@ export function isValidTopic(topic: string): boolean {
   return topic.length <= TOPIC_MAX_BYTES && TOPIC_RE.test(topic);
 }
 
-/** Throws bad_request unless `topic` is a valid concrete topic. */
 /** True when `topic` lies under one of `privatePrefixes` (HERALD_PRIVATE_TOPIC_PREFIXES): readable only under a grant. */
 export function isPrivateTopic(topic: string, privatePrefixes: readonly string[]): boolean {
   return privatePrefixes.some((p) => topic.startsWith(p));
 }
 
+/** Throws bad_request unless `topic` is a valid concrete topic. */
 export function assertTopic(topic: unknown, field = 'topic'): string {
   if (typeof topic !== 'string' || !isValidTopic(topic)) {
     throw new HeraldError(

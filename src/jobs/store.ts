@@ -491,11 +491,6 @@ export class JobStore {
     return job;
   }
 
-  /** Records a failed run: queued again after `retryInMs`, or failed for good when null. */
-  async fail(jobId: number, workerId: string, error: string, retryInMs: number | null): Promise<JobJson | null> {
-    return (await this.cycle([{ jobId, runId: workerId, ok: false, error, retryInMs }], [], 0)).finished[0]!;
-  }
-
   /** How many jobs have each status. */
   async counts(): Promise<Record<JobStatus, number>> {
     const { rows } = await this.pool.query<{ status: JobStatus; n: number }>(`select status, count(*)::int as n from herald.jobs group by status`);
