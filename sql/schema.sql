@@ -23,6 +23,7 @@
 --   014 append_rows
 --   015 submit_jobs
 --   016 iso_stable
+--   017 job_logs_checked_per_statement
 
 create schema herald;
 
@@ -233,7 +234,6 @@ alter table herald.index_files add constraint index_files_pkey PRIMARY KEY (path
 alter table herald.index_versions add constraint index_versions_pkey PRIMARY KEY (lname, vers);
 alter table herald.job_inputs add constraint job_inputs_job_id_fkey FOREIGN KEY (job_id) REFERENCES herald.jobs(id) ON DELETE CASCADE;
 alter table herald.job_inputs add constraint job_inputs_pkey PRIMARY KEY (job_id);
-alter table herald.job_logs add constraint job_logs_job_id_fkey FOREIGN KEY (job_id) REFERENCES herald.jobs(id) ON DELETE CASCADE;
 alter table herald.job_logs add constraint job_logs_level_check CHECK (level = ANY (ARRAY[10, 20, 30, 40]));
 alter table herald.job_logs add constraint job_logs_pkey PRIMARY KEY (id);
 alter table herald.jobs add constraint jobs_idempotency_key_check CHECK (octet_length(idempotency_key) <= 255);
@@ -518,6 +518,49 @@ begin
   return first_id;
 end $function$;
 
+CREATE OR REPLACE FUNCTION herald.tg_job_logs__job_exists()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+declare
+  wanted bigint;
+  locked bigint;
+  missing bigint;
+begin
+  select count(distinct a.job_id) into wanted from added a;
+  if wanted = 0 then
+    return null;
+  end if;
+  select count(*) into locked from (
+    select 1 from herald.jobs j where j.id in (select a.job_id from added a) for key share of j
+  ) x;
+  if locked < wanted then
+    select a.job_id into missing from added a where not exists (select 1 from herald.jobs j where j.id = a.job_id) limit 1;
+    raise exception 'insert or update on table "job_logs" violates foreign key constraint "job_logs_job_id_fkey"'
+      using errcode = 'foreign_key_violation', schema = 'herald', table = 'job_logs', constraint = 'job_logs_job_id_fkey',
+        detail = format('Key (job_id)=(%s) is not present in table "jobs".', missing);
+  end if;
+  return null;
+end $function$;
+
+CREATE OR REPLACE FUNCTION herald.tg_jobs__delete_logs()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+begin
+  delete from herald.job_logs l using gone g where l.job_id = g.id;
+  return null;
+end $function$;
+
+CREATE OR REPLACE FUNCTION herald.tg_jobs__id_fixed()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+begin
+  raise exception 'herald.jobs.id cannot change (job %)', old.id
+    using errcode = 'foreign_key_violation', schema = 'herald', table = 'jobs';
+end $function$;
+
 CREATE OR REPLACE FUNCTION herald.tg_pending__assign_ids()
  RETURNS trigger
  LANGUAGE plpgsql
@@ -562,4 +605,8 @@ $function$;
 
 -- Triggers
 
+CREATE TRIGGER tg_job_logs__job_exists_insert AFTER INSERT ON herald.job_logs REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION herald.tg_job_logs__job_exists();
+CREATE TRIGGER tg_job_logs__job_exists_update AFTER UPDATE ON herald.job_logs REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION herald.tg_job_logs__job_exists();
+CREATE TRIGGER tg_jobs__delete_logs AFTER DELETE ON herald.jobs REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION herald.tg_jobs__delete_logs();
+CREATE TRIGGER tg_jobs__id_fixed BEFORE UPDATE OF id ON herald.jobs FOR EACH ROW WHEN (old.id IS DISTINCT FROM new.id) EXECUTE FUNCTION herald.tg_jobs__id_fixed();
 CREATE CONSTRAINT TRIGGER tg_pending__assign_ids AFTER INSERT ON herald.pending DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION herald.tg_pending__assign_ids();

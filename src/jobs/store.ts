@@ -234,23 +234,20 @@ const CYCLE_IN_TX_SQL = cycleSql({
 /**
  * Appends log lines in input order, each with its `log` event in the same order, the events
  * straight into the log (herald.append_rows) as the statement's last step. Only the lines' ids
- * come back, in order (a chatty job's lines are not sent back to it).
+ * come back, in order (a chatty job's lines are not sent back to it). Each line's record is
+ * built in RETURNING, from the row just inserted: built from a CTE's columns, as it was, it took
+ * 3 ms of a 500-line flush's 11.7 (EXPLAIN ANALYZE, 2026-12-02), against 0.4.
  */
 const LOGS_SQL = `
-  with input as (
-    select * from unnest($1::bigint[], $2::smallint[], $3::text[], $4::boolean[]) with ordinality as i(job_id, level, message, truncated, ord)
-  ), l as (
+  with l as (
     insert into herald.job_logs (job_id, level, message, truncated)
-    select job_id, level, message, truncated from input order by ord
-    returning *
-  ), lines as (
-    select l.id, l.job_id, herald.job_log_json(l) as line from l
+    select i.job_id, i.level, i.message, i.truncated
+    from unnest($1::bigint[], $2::smallint[], $3::text[], $4::boolean[]) with ordinality as i(job_id, level, message, truncated, ord)
+    order by i.ord
+    returning id, job_id, herald.job_log_json(job_logs) as line
   )
-  select a.ids, (select count(*) from herald.append_rows(a.topics, a.types, a.datas)) as appended
-  from (
-    select jsonb_agg(id order by id) as ids, array_agg('job:' || job_id order by id) as topics,
-           array_agg('log'::text order by id) as types, array_agg(line order by id) as datas
-    from lines) a`;
+  select a.ids, (select count(*) from herald.append_rows(a.topics, array_fill('log'::text, array[cardinality(a.topics)]), a.datas)) as appended
+  from (select jsonb_agg(id order by id) as ids, array_agg('job:' || job_id order by id) as topics, array_agg(line order by id) as datas from l) a`;
 
 function truncate(message: string): { message: string; truncated: boolean } {
   if (Buffer.byteLength(message) <= MAX_LOG_BYTES) return { message, truncated: false };
