@@ -18,7 +18,9 @@
 --
 -- What a declared key did and this does not: TRUNCATE herald.jobs no longer refuses while
 -- lines exist (it leaves them), and a job's id changed in place (it is an identity column,
--- so only to a new DEFAULT) is refused by a trigger of its own rather than by the key.
+-- so only to a new DEFAULT) is refused by a trigger of its own rather than by the key; and the
+-- triggers run with the privileges of the role that writes, where a key's checks ran as the
+-- tables' owner (Herald writes both tables as the one role that owns them).
 alter table herald.job_logs drop constraint job_logs_job_id_fkey;
 
 create function herald.tg_job_logs__job_exists() returns trigger
