@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { useTestPool } from '../support/db.ts';
+import { logHead, useTestPool } from '../support/db.ts';
 
 const t = useTestPool();
 
-const head = async () => Number((await t.pool.query<{ h: string }>('select coalesce(max(id), 0) as h from herald.events')).rows[0]!.h);
+const head = () => logHead(t.pool);
 
 describe('herald.append_rows', () => {
   it('appends in array order with contiguous ids and one `at`; empty arrays append nothing', async () => {

@@ -7,14 +7,16 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { JobStore } from '../../src/jobs/store.ts';
-import { useTestPool } from '../support/db.ts';
+import { logHead, useTestPool } from '../support/db.ts';
 import { until } from '../support/herald.ts';
 
 const t = useTestPool();
 let a: pg.Client;
 let b: pg.Client;
+let store: JobStore;
 
 beforeAll(async () => {
+  store = new JobStore(t.pool);
   a = new pg.Client({ connectionString: t.db.url });
   b = new pg.Client({ connectionString: t.db.url });
   await Promise.all([a.connect(), b.connect()]);
@@ -24,7 +26,7 @@ afterAll(async () => {
 });
 
 const newJob = async () => Number((await t.pool.query<{ id: string }>(`select herald.submit_job('logs-check', '{}') as id`)).rows[0]!.id);
-const head = async () => Number((await t.pool.query<{ h: string }>('select coalesce(max(id), 0) as h from herald.events')).rows[0]!.h);
+const head = () => logHead(t.pool);
 const lineCount = async (jobId: number) =>
   (await t.pool.query<{ n: number }>('select count(*)::int as n from herald.job_logs where job_id = $1', [jobId])).rows[0]!.n;
 /** Whether backend `pid` waits for a lock. */
@@ -36,7 +38,6 @@ const KEY_ERROR = { code: '23503', constraint: 'job_logs_job_id_fkey', table: 'j
 
 describe('herald.job_logs: each line belongs to a job', () => {
   it('a batch with one line for a missing job is refused whole, with the foreign key’s error; nothing is written, no event appended', async () => {
-    const store = new JobStore(t.pool);
     const job = await newJob();
     const missing = job + 1_000_000;
     const before = await head();
@@ -59,7 +60,7 @@ describe('herald.job_logs: each line belongs to a job', () => {
 
   it('a line moved to a missing job is refused; a job’s id cannot change', async () => {
     const job = await newJob();
-    const [id] = await new JobStore(t.pool).writeLogs([{ jobId: job, level: 'info', message: 'x' }]);
+    const [id] = await store.writeLogs([{ jobId: job, level: 'info', message: 'x' }]);
     await expect(t.pool.query('update herald.job_logs set job_id = $2 where id = $1', [id, job + 1_000_000])).rejects.toMatchObject(KEY_ERROR);
     await expect(t.pool.query('update herald.jobs set id = default where id = $1', [job])).rejects.toMatchObject({ code: '23503', table: 'jobs' });
     // An update that leaves job_id as it is passes.
@@ -68,7 +69,6 @@ describe('herald.job_logs: each line belongs to a job', () => {
   });
 
   it("deleting jobs deletes their lines and no other job's", async () => {
-    const store = new JobStore(t.pool);
     const [gone, kept] = [await newJob(), await newJob()];
     await store.writeLogs([
       { jobId: gone, level: 'info', message: '1' },

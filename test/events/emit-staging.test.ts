@@ -7,7 +7,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPool } from '../../src/db/pool.ts';
 import { createLogger } from '../../src/logger.ts';
-import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { createTestDatabase, logHead, type TestDatabase } from '../support/db.ts';
 
 let db: TestDatabase;
 let pool: pg.Pool;
@@ -25,9 +25,7 @@ afterAll(async () => {
   await db.drop();
 });
 
-async function head(): Promise<number> {
-  return (await pool.query('select coalesce(max(id), 0)::int as head from herald.events')).rows[0].head;
-}
+const head = () => logHead(pool);
 
 /** Events after `after` as [id offset, topic, data]. */
 async function since(after: number): Promise<[number, string, string][]> {

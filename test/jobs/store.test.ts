@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPool } from '../../src/db/pool.ts';
 import { type JobJson, JobStore } from '../../src/jobs/store.ts';
 import { createLogger } from '../../src/logger.ts';
-import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { createTestDatabase, logHead, type TestDatabase } from '../support/db.ts';
 
 let db: TestDatabase;
 let pool: ReturnType<typeof createPool>;
@@ -66,7 +66,7 @@ describe('JobStore.cycle', () => {
     const a2 = await insert('package:a');
     const free = await insert(null);
     const b1 = await insert('package:b');
-    const base = (await pool.query('select coalesce(max(id), 0)::int as head from herald.events')).rows[0].head;
+    const base = await logHead(pool);
     const { claimed, full } = await store.cycle([], ['w3/1', 'w3/2', 'w3/3', 'w3/4'], 5000);
     expect(claimed.map((c) => [c.job.id, c.runId, c.job.status])).toEqual([
       [a1, 'w3/1', 'running'],

@@ -41,6 +41,11 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   };
 }
 
+/** The highest event id in the log (0 when it is empty). */
+export async function logHead(db: pg.Pool | pg.Client): Promise<number> {
+  return Number((await db.query<{ h: string }>('select coalesce(max(id), 0) as h from herald.events')).rows[0]!.h);
+}
+
 /**
  * A database of this file's own and a pool on it, opened before its tests and dropped after:
  * `const t = useTestPool(); … t.pool.query(…)`. For files that need nothing else.
