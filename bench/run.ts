@@ -1,7 +1,8 @@
 /**
  * `npm run bench [name…]`: runs the benchmarks (all by default) against a private
  * embedded PostgreSQL and prints one table each. Record results in BENCHMARKS.md with the
- * command that produced them.
+ * command that produced them. EXPERIMENTS run only when named: they measure designs Herald
+ * does not use, to show what bounds the ones it does.
  */
 import os from 'node:os';
 
@@ -17,16 +18,20 @@ const BENCHES: Record<string, () => Promise<unknown>> = {
   catchup: async () => (await import('./catchup.bench.ts')).run(),
   attack: async () => (await import('./attack.bench.ts')).run(),
 };
+const EXPERIMENTS: Record<string, () => Promise<unknown>> = {
+  'write-limits': async () => (await import('./write-limits.bench.ts')).run(),
+};
+const ALL = { ...BENCHES, ...EXPERIMENTS };
 
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
 const names = wanted.length ? wanted : Object.keys(BENCHES);
-const unknown = names.filter((n) => !BENCHES[n]);
+const unknown = names.filter((n) => !ALL[n]);
 if (unknown.length) {
-  console.error(`unknown bench: ${unknown.join(', ')} (have: ${Object.keys(BENCHES).join(', ')})`);
+  console.error(`unknown bench: ${unknown.join(', ')} (have: ${Object.keys(BENCHES).join(', ')}; by name only: ${Object.keys(EXPERIMENTS).join(', ')})`);
   process.exit(2);
 }
 console.log(`# Herald benchmarks — ${new Date().toISOString()} — node ${process.version}, ${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}`);
 for (const name of names) {
   console.log(`\n## ${name}`);
-  await BENCHES[name]!();
+  await ALL[name]!();
 }
