@@ -29,11 +29,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
 import { createPool } from '../src/db/pool.ts';
-import { Appender } from '../src/events/appender.ts';
-import { defaults } from '../src/config.ts';
 import { createLogger } from '../src/logger.ts';
 import { peer } from './peers/ipc.ts';
-import { benchDatabase, PLAIN_APPEND_SQL, PLAIN_EVENTS_SETUP_SQL, percentile, printTable, type Row } from './support.ts';
+import { benchDatabase, inProcessAppender, PLAIN_APPEND_SQL, PLAIN_EVENTS_SETUP_SQL, percentile, printTable, type Row } from './support.ts';
 
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 const WINDOW_MS = Number(process.env.BENCH_PUBLISH_MS ?? 2000);
@@ -181,15 +179,8 @@ export async function run(): Promise<Row[]> {
   const herald = peer(child);
   const rows: Row[] = [];
   const ratios: string[] = [];
-  const appendPool = createPool(db.url, 1, createLogger('silent'), { applicationName: 'herald-append' });
-  const appender = new Appender({
-    pool: appendPool,
-    maxBatchEvents: defaults.appendBatchMaxEvents,
-    maxBatchBytes: defaults.appendBatchMaxBytes,
-    maxQueueEvents: defaults.appendQueueMaxEvents,
-    maxQueueBytes: defaults.appendQueueMaxBytes,
-    maxFlushes: 1,
-  });
+  const ownAppender = inProcessAppender(db.url);
+  const { appender } = ownAppender;
   try {
     await pool.query(PLAIN_EVENTS_SETUP_SQL);
     await herald.ready;
@@ -296,8 +287,7 @@ export async function run(): Promise<Row[]> {
     const exited = new Promise((resolve) => child.once('exit', resolve));
     child.kill('SIGKILL');
     await exited;
-    await appender.close();
-    await appendPool.end();
+    await ownAppender.close();
     await pool.end();
     await db.stop();
   }

@@ -3,9 +3,11 @@ import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { defaults } from '../src/config.ts';
 import { createPool } from '../src/db/pool.ts';
 import { startEmbeddedPostgres } from '../src/db/embedded.ts';
 import { migrate } from '../src/db/migrate.ts';
+import { Appender } from '../src/events/appender.ts';
 import { createLogger } from '../src/logger.ts';
 
 export interface BenchDatabase {
@@ -38,6 +40,29 @@ export async function benchDatabase(): Promise<BenchDatabase> {
     stop: async () => {
       await db.stop();
       await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * Herald's group append as a server builds it (default bounds, one flush in flight, a
+ * connection of its own), for callers in the bench's own process; close() flushes and ends it.
+ */
+export function inProcessAppender(url: string): { appender: Appender; close(): Promise<void> } {
+  const pool = createPool(url, 1, createLogger('silent'), { applicationName: 'herald-append' });
+  const appender = new Appender({
+    pool,
+    maxBatchEvents: defaults.appendBatchMaxEvents,
+    maxBatchBytes: defaults.appendBatchMaxBytes,
+    maxQueueEvents: defaults.appendQueueMaxEvents,
+    maxQueueBytes: defaults.appendQueueMaxBytes,
+    maxFlushes: 1,
+  });
+  return {
+    appender,
+    async close() {
+      await appender.close();
+      await pool.end();
     },
   };
 }

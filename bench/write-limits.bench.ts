@@ -30,11 +30,10 @@ import pg from 'pg';
 import { makeWorkerUtils } from 'graphile-worker';
 import { defaults, loadConfig } from '../src/config.ts';
 import { createPool } from '../src/db/pool.ts';
-import { Appender } from '../src/events/appender.ts';
 import { GroupCommit } from '../src/group-commit.ts';
 import { startHerald } from '../src/herald.ts';
 import { createLogger } from '../src/logger.ts';
-import { benchDatabase, PLAIN_APPEND_SQL, PLAIN_EVENTS_SETUP_SQL, percentile, printTable, type Row } from './support.ts';
+import { benchDatabase, inProcessAppender, PLAIN_APPEND_SQL, PLAIN_EVENTS_SETUP_SQL, percentile, printTable, type Row } from './support.ts';
 
 const WINDOW_MS = Number(process.env.BENCH_LIMITS_MS ?? 2000);
 const REPEATS = Number(process.env.BENCH_LIMITS_REPEATS ?? 3);
@@ -232,17 +231,9 @@ export async function run(): Promise<Row[]> {
     // 1. Flushes that overlap.
     const reader = await lockFreeReader(db.url);
     closers.push(() => reader.close());
-    const appendPool = createPool(db.url, 1, log, { applicationName: 'herald-append' });
-    closers.push(() => appendPool.end());
-    const appender = new Appender({
-      pool: appendPool,
-      maxBatchEvents: defaults.appendBatchMaxEvents,
-      maxBatchBytes: defaults.appendBatchMaxBytes,
-      maxQueueEvents: defaults.appendQueueMaxEvents,
-      maxQueueBytes: defaults.appendQueueMaxBytes,
-      maxFlushes: 1,
-    });
-    closers.push(() => appender.close());
+    const inProcess = inProcessAppender(db.url);
+    closers.push(() => inProcess.close());
+    const { appender } = inProcess;
     const lockFree = (flushes: number) => {
       const flushPool = createPool(db.url, flushes, log);
       closers.push(() => flushPool.end());
