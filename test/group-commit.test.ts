@@ -305,3 +305,56 @@ describe('GroupCommit: poke, idle and close', () => {
     await expect(gc.push({ name: 'a' })).rejects.toMatchObject({ code: 'HERALD_ERR_SHUTTING_DOWN', message: 'server is shutting down: retry shortly' });
   });
 });
+
+describe('GroupCommit: withdraw and flushed', () => {
+  it('withdraw() takes back the waiting items it picks, in order, and leaves the rest and the flight alone; the caller settles them', async () => {
+    const { gc, flushes, batches } = held({ wording });
+    const a = gc.push({ name: 'a' });
+    const b = gc.push({ name: 'mine-b' });
+    const c = gc.push({ name: 'c' });
+    const d = gc.push({ name: 'mine-d' });
+    // `a` is in flight: not taken, even though it is picked.
+    const taken = gc.withdraw((i) => i.name.startsWith('mine') || i.name === 'a');
+    expect(taken.map((t) => t.item.name)).toEqual(['mine-b', 'mine-d']);
+    expect(gc.waitingItems).toBe(1);
+    for (const t of taken) t.resolve(`${t.item.name} by hand`);
+    expect(await Promise.all([b, d])).toEqual(['mine-b by hand', 'mine-d by hand']);
+    flushes[0]!.commit();
+    expect(await a).toBe('a!');
+    flushes[1]!.commit();
+    expect(await c).toBe('c!');
+    expect(batches()).toEqual([['a'], ['c']]);
+    await gc.idle();
+  });
+
+  it('withdraw() of the only waiting item: idle() resolves once the flight ends, with no flush for it', async () => {
+    const { gc, flushes, batches } = held();
+    void gc.push({ name: 'a' });
+    const b = gc.push({ name: 'b' });
+    const [taken] = gc.withdraw((i) => i.name === 'b');
+    taken!.reject(new Error('taken'));
+    await expect(b).rejects.toThrow('taken');
+    const idle = gc.idle();
+    flushes[0]!.commit();
+    await idle;
+    expect(batches()).toEqual([['a']]);
+  });
+
+  it('flushed() waits for the flights out when it is called, not for those that leave after', async () => {
+    const { gc, flushes, started } = held();
+    void gc.push({ name: 'a' });
+    const order: string[] = [];
+    const flushed = gc.flushed().then(() => order.push('flushed'));
+    const c = gc.push({ name: 'c' }).then((out) => order.push(out));
+    await new Promise<void>((r) => setImmediate(r));
+    expect(order).toEqual([]);
+    flushes[0]!.commit();
+    // c's flight is out and held: flushed() resolves all the same.
+    await started(2);
+    await flushed;
+    expect(order).toEqual(['flushed']);
+    flushes[1]!.commit();
+    await c;
+    expect(order).toEqual(['flushed', 'c!']);
+  });
+});

@@ -11,11 +11,12 @@
  * (GroupCommit). A claimed job that finds no free slot waits in this process for one, its
  * lease renewed, and starts the moment a handler returns, without waiting for the next claim;
  * the claim for the slot it took overlaps its run. A run's log lines are written before its
- * outcome, so a job's events stay in order.
+ * outcome, so a job's events stay in order; those still waiting when its handler commits its
+ * effects are written in that transaction.
  */
 import { randomBytes } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
-import type pg from 'pg';
+import pg from 'pg';
 import { backoffMs } from '../backoff.ts';
 import type { Config } from '../config.ts';
 import { withTransaction } from '../db/pool.ts';
@@ -45,7 +46,13 @@ export interface WorkerPoolDeps {
 
 /** What a handler gets besides its job. */
 export interface JobContext {
-  /** Appends a log line (visible live on `job:<id>` once the promise resolves). */
+  /**
+   * Appends a log line: visible live on `job:<id>` once the promise resolves. Lines are
+   * written in the order given, before the job's outcome, so a handler need not wait for one
+   * (the promise is handled either way); those still waiting when it calls commit() are written
+   * in that transaction, ahead of its effects. If the transaction rolls back they are written
+   * the usual way, still ahead of the failure.
+   */
   log(level: LogLevel, message: string): Promise<void>;
   /** The uploaded input (publish archive), if any. */
   input(): Promise<Buffer | null>;
@@ -320,12 +327,17 @@ export class WorkerPool {
       );
     }, settings.jobLeaseMs / 3);
     // Lines are written in the order they were given (one GroupCommit, first in first out),
-    // so once the last one is written every earlier one is: the outcome waits for it.
+    // so once the last one is written every earlier one is: the outcome waits for it. The
+    // promise log() returns is the line's own, already handled here, so a handler need not
+    // await it.
     let lastLine: Promise<unknown> = Promise.resolve();
-    const log = async (level: LogLevel, message: string) => {
-      const line = this.logs.push({ jobId: job.id, level, message });
+    const lines = new WeakSet<NewLogLine>();
+    const log = (level: LogLevel, message: string): Promise<void> => {
+      const item = { jobId: job.id, level, message };
+      lines.add(item);
+      const line = this.logs.push(item).then(() => undefined);
       lastLine = line.catch(() => undefined);
-      await line;
+      return line;
     };
     try {
       // Jobs that cannot run fail at once, without waiting for a slot.
@@ -344,15 +356,45 @@ export class WorkerPool {
         signal: aborter.signal,
         commit: async (effects) => {
           if (aborter.signal.aborted) throw aborter.signal.reason;
-          await lastLine;
-          const out = await withTransaction(this.deps.pool, async (tx) => {
-            const result = await effects(tx);
-            if (aborter.signal.aborted) throw aborter.signal.reason;
-            await store.complete(tx, job.id, runId, result);
-            return result;
-          });
-          committed = true;
-          return out;
+          // This run's lines still waiting for a flush are written in this transaction, ahead
+          // of its effects and its success: one commit, and one turn of the id lock, fewer.
+          // Its earlier lines are in a flush already, and are waited for.
+          const ours = this.logs.withdraw((l) => lines.has(l));
+          if (ours.length === 0) await lastLine;
+          else await this.logs.flushed();
+          // Set once COMMIT is to be sent: from then on only the server's answer says it failed.
+          let committing = false;
+          try {
+            const { out, ids } = await withTransaction(this.deps.pool, async (tx) => {
+              const ids = await store.writeLogs(
+                ours.map((w) => w.item),
+                tx,
+              );
+              const result = await effects(tx);
+              if (aborter.signal.aborted) throw aborter.signal.reason;
+              await store.complete(tx, job.id, runId, result);
+              committing = true;
+              return { out: result, ids };
+            });
+            for (const [i, w] of ours.entries()) w.resolve(ids[i]!);
+            committed = true;
+            return out;
+          } catch (err) {
+            if (committing && !(err instanceof pg.DatabaseError)) {
+              // The connection was lost at COMMIT, which may have committed: the lines share
+              // the effects' fate, neither written again nor known to be written.
+              for (const w of ours) w.reject(err);
+              throw err;
+            }
+            // Rolled back with the effects: the lines go the usual way, with any logged
+            // meanwhile behind them, still ahead of whatever this run writes next.
+            for (const w of [...ours, ...this.logs.withdraw((l) => lines.has(l))]) {
+              const line = this.logs.push(w.item);
+              line.then(w.resolve, w.reject);
+              lastLine = line.catch(() => undefined);
+            }
+            throw err;
+          }
         },
       };
       await Promise.race([

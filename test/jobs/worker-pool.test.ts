@@ -245,6 +245,127 @@ describe('batches', () => {
     expect((await pool.query('select count(*)::int as n from herald.pending')).rows[0].n).toBe(0);
   });
 
+  it('lines a handler has not waited for are written in its commit, ahead of its effects; rolled back, they are written once, before the failure', async () => {
+    const db = await createTestDatabase();
+    cleanups.push(db.drop);
+    const answers: unknown[] = [];
+    const h = await startTestHerald(
+      db.url,
+      { workers: 2 },
+      {
+        handlers: {
+          'lines-commit': {
+            async run(job, jc) {
+              const lines = [jc.log('info', 'one'), jc.log('debug', 'two')];
+              await jc.commit(async (tx) => {
+                await tx.query(`select herald.emit('lines:' || $1::text, 'effect', '{}')`, [job.id]);
+              });
+              answers.push(...(await Promise.all(lines)));
+            },
+          },
+          'lines-rollback': {
+            async run(_job, jc) {
+              void jc.log('info', 'one');
+              await jc.commit(async () => {
+                throw new HeraldError('HERALD_ERR_BAD_REQUEST', 'refused');
+              });
+            },
+          },
+        },
+      },
+    );
+    cleanups.push(h.close);
+    const pool = h.ctx.pool;
+    const { rows } = await pool.query<{ id: number }>(
+      `select herald.submit_job(t, '{}', null, 1)::int as id from unnest(array['lines-commit', 'lines-rollback']) with ordinality u(t, n) order by n`,
+    );
+    const [committed, rolledBack] = rows.map((r) => r.id) as [number, number];
+    await until(
+      async () => {
+        const c = await h.jobs.counts();
+        return c.succeeded + c.failed === 2;
+      },
+      10_000,
+      'both jobs to finish',
+    );
+    // One transaction: the lines, the handler's effect and the success.
+    const events = await jobEvents(pool, committed);
+    expect(events.map((e) => e.what)).toEqual(['status:queued', 'status:running', 'log:one', 'log:two', 'status:succeeded']);
+    const effect = await pool.query<{ id: number; tx: string }>(`select id::int, xmin::text as tx from herald.events where topic = $1`, [`lines:${committed}`]);
+    expect(effect.rows).toHaveLength(1);
+    expect(new Set([events[2]!.tx, events[3]!.tx, events[4]!.tx, effect.rows[0]!.tx]).size).toBe(1);
+    const ids = await pool.query<{ id: number }>(`select id::int from herald.events where topic = $1 and type = 'log' order by id`, [`job:${committed}`]);
+    expect(ids.rows[1]!.id).toBeLessThan(effect.rows[0]!.id);
+    expect(answers).toEqual([undefined, undefined]);
+    // Rolled back with the effects: the line is written once, the usual way, ahead of the failure.
+    expect((await jobEvents(pool, rolledBack)).map((e) => e.what)).toEqual([
+      'status:queued',
+      'status:running',
+      'log:one',
+      'log:failed: refused',
+      'status:failed',
+    ]);
+    const lines = await pool.query<{ message: string }>(`select message from herald.job_logs where job_id = $1 order by id`, [rolledBack]);
+    expect(lines.rows.map((r) => r.message)).toEqual(['one', 'failed: refused']);
+    expect((await pool.query('select count(*)::int as n from herald.pending')).rows[0].n).toBe(0);
+  });
+
+  it('the connection lost at COMMIT of a commit that carries lines: the commit happened, so each line is there once, not written again', async () => {
+    const db = await createTestDatabase();
+    cleanups.push(db.drop);
+    const h = await startTestHerald(
+      db.url,
+      { workers: 1, jobPrefetch: 0 },
+      {
+        handlers: {
+          fate: {
+            async run(job, jc) {
+              void jc.log('info', 'announce');
+              await jc.commit(async (tx) => {
+                await tx.query(`select herald.emit('lines:' || $1::text, 'effect', '{}')`, [job.id]);
+              });
+            },
+          },
+        },
+      },
+    );
+    cleanups.push(h.close);
+    const pool = h.ctx.pool;
+    // At COMMIT, a job of this type stops for a second: long enough to cut its connection.
+    await pool.query(`
+      create function public.test_pause_at_commit() returns trigger language plpgsql as $$
+      begin perform pg_sleep(1); return null; end $$;
+      create constraint trigger test_pause_at_commit after update on herald.jobs deferrable initially deferred
+        for each row when (new.type = 'fate' and new.status = 'succeeded') execute function public.test_pause_at_commit();`);
+    const { rows } = await pool.query<{ id: number }>(`select herald.submit_job('fate', '{}', null, 1)::int as id`);
+    const id = rows[0]!.id;
+    // The client of the backend sleeping in COMMIT loses its socket; the backend commits all the same.
+    let pid = 0;
+    await until(
+      async () => {
+        const r = await pool.query<{ pid: number }>(`select pid from pg_stat_activity where wait_event = 'PgSleep' and query = 'commit'`);
+        pid = r.rows[0]?.pid ?? 0;
+        return pid !== 0;
+      },
+      10_000,
+      'the commit to pause',
+    );
+    const clients = (pool as unknown as { _clients: (pg.Client & { processID: number; connection: { stream: { destroy(): void } } })[] })._clients;
+    const client = clients.find((c) => c.processID === pid);
+    expect(client).toBeDefined();
+    client!.connection.stream.destroy();
+    await until(async () => (await h.jobs.get(id))?.status === 'succeeded', 10_000, 'the commit to land');
+    await until(async () => (await jobEvents(pool, id)).length >= 5, 10_000, "the run's failure line");
+    const events = (await jobEvents(pool, id)).map((e) => e.what);
+    // The line and the success are there once each. The run heard an error (a socket cut by
+    // hand, which Herald does not know as the database going away), so it says so after them.
+    const failed = 'failed: internal error (details in the server log)';
+    expect(events).toEqual(['status:queued', 'status:running', 'log:announce', 'status:succeeded', `log:${failed}`]);
+    const lines = await pool.query<{ message: string }>(`select message from herald.job_logs where job_id = $1 order by id`, [id]);
+    expect(lines.rows.map((r) => r.message)).toEqual(['announce', failed]);
+    expect((await pool.query(`select count(*)::int as n from herald.events where topic = $1`, [`lines:${id}`])).rows[0].n).toBe(1);
+  });
+
   it.each([
     { prefetch: 2, claimed: 4 },
     { prefetch: 0, claimed: 2 },
