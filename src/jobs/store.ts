@@ -252,12 +252,18 @@ const LOGS_SQL = logsSql(`
   select a.ids, (select count(*) from herald.append_rows(a.topics, array_fill('log'::text, array[cardinality(a.topics)]), a.datas)) as appended
   from (select jsonb_agg(id order by id) as ids, array_agg('job:' || job_id order by id) as topics, array_agg(line order by id) as datas from l) a`);
 
-/** The lines inside a caller's transaction: their events staged for the commit trigger, as CYCLE_IN_TX_SQL's. */
+/**
+ * The lines inside a caller's transaction: their events staged for the commit trigger, as
+ * CYCLE_IN_TX_SQL's. $5 bounds the rest of the transaction (statement_timeout and
+ * idle_in_transaction_session_timeout, local to it), so that it ends by the job's deadline.
+ */
 const LOGS_IN_TX_SQL = logsSql(`, staged as (
     insert into herald.pending (topic, type, data)
     select 'job:' || job_id, 'log', line from l order by id
   )
-  select (select jsonb_agg(id order by id) from l) as ids`);
+  select (select jsonb_agg(id order by id) from l) as ids,
+         set_config('statement_timeout', $5::text, true) as statement_timeout,
+         set_config('idle_in_transaction_session_timeout', $5::text, true) as idle_timeout`);
 
 function truncate(message: string): { message: string; truncated: boolean } {
   if (Buffer.byteLength(message) <= MAX_LOG_BYTES) return { message, truncated: false };
@@ -406,16 +412,21 @@ export class JobStore {
 
   /**
    * Appends log lines (each cut to MAX_LOG_BYTES) and their events in one statement, in the
-   * order given; returns their ids in that order. In `client`'s transaction when given: the
-   * events then wait for its COMMIT, as a cycle's do there.
+   * order given; returns their ids in that order. With `tx`, in that transaction: the events
+   * then wait for its COMMIT, as a cycle's do there, and every later statement of it, and any
+   * wait between them, is bounded by `tx.timeoutMs`.
    */
-  async writeLogs(lines: readonly NewLogLine[], client: pg.Pool | pg.PoolClient = this.pool): Promise<number[]> {
+  async writeLogs(lines: readonly NewLogLine[], tx?: { client: pg.PoolClient; timeoutMs: number }): Promise<number[]> {
     const cut = lines.map((l) => truncate(l.message));
     if (lines.length === 0) return [];
-    const { rows } = await client.query<{ ids: number[] }>({
-      ...(client === this.pool ? { name: 'herald_job_logs', text: LOGS_SQL } : { name: 'herald_job_logs_in_tx', text: LOGS_IN_TX_SQL }),
-      values: [lines.map((l) => l.jobId), lines.map((l) => LOG_LEVELS[l.level]), cut.map((c) => c.message), cut.map((c) => c.truncated)],
-    });
+    const values = [lines.map((l) => l.jobId), lines.map((l) => LOG_LEVELS[l.level]), cut.map((c) => c.message), cut.map((c) => c.truncated)];
+    const { rows } = tx
+      ? await tx.client.query<{ ids: number[] }>({
+          name: 'herald_job_logs_in_tx',
+          text: LOGS_IN_TX_SQL,
+          values: [...values, String(Math.max(1, Math.ceil(tx.timeoutMs)))],
+        })
+      : await this.pool.query<{ ids: number[] }>({ name: 'herald_job_logs', text: LOGS_SQL, values });
     return rows[0]!.ids;
   }
 

@@ -332,6 +332,9 @@ export class WorkerPool {
     // await it.
     let lastLine: Promise<unknown> = Promise.resolve();
     const lines = new WeakSet<NewLogLine>();
+    // A commit holding lines of this run (commit(), below), settled once they are written,
+    // pushed again, or known to share its fate.
+    let linesInCommit: Promise<void> = Promise.resolve();
     const log = (level: LogLevel, message: string): Promise<void> => {
       const item = { jobId: job.id, level, message };
       lines.add(item);
@@ -349,6 +352,7 @@ export class WorkerPool {
       slot = started = true;
       const timeoutMs = settings.jobTimeoutsMs[job.type] ?? settings.jobTimeoutMs;
       timeout = setTimeout(() => aborter.abort(new HeraldError('HERALD_ERR_UNAVAILABLE', `timed out after ${timeoutMs} ms`)), timeoutMs);
+      const deadline = performance.now() + timeoutMs;
       let committed = false;
       const jc: JobContext = {
         log,
@@ -362,13 +366,17 @@ export class WorkerPool {
           const ours = this.logs.withdraw((l) => lines.has(l));
           if (ours.length === 0) await lastLine;
           else await this.logs.flushed();
+          // Until their fate is known, a failure of this run waits before it writes anything
+          // (the transaction ends by the deadline: writeLogs bounds it).
+          let settle: () => void = () => undefined;
+          if (ours.length > 0) linesInCommit = new Promise<void>((r) => (settle = r));
           // Set once COMMIT is to be sent: from then on only the server's answer says it failed.
           let committing = false;
           try {
             const { out, ids } = await withTransaction(this.deps.pool, async (tx) => {
               const ids = await store.writeLogs(
                 ours.map((w) => w.item),
-                tx,
+                { client: tx, timeoutMs: deadline - performance.now() },
               );
               const result = await effects(tx);
               if (aborter.signal.aborted) throw aborter.signal.reason;
@@ -394,6 +402,8 @@ export class WorkerPool {
               lastLine = line.catch(() => undefined);
             }
             throw err;
+          } finally {
+            settle();
           }
         },
       };
@@ -411,6 +421,9 @@ export class WorkerPool {
       }
     } catch (err) {
       handlerDone();
+      // A time limit or a shutdown ends the run while its commit may hold lines: they go
+      // before anything its failure writes.
+      await linesInCommit;
       const e = coerceError(err);
       // Shutdown before it started (claimed ahead): give it back, queued at once with its
       // attempt returned, rather than leave it to its lease.

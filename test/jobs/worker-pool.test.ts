@@ -127,6 +127,43 @@ describe('timeouts and the health-check ping', () => {
     expect(runs).toBe(2);
   });
 
+  it("a time limit reached while a commit holds the run's lines: the commit ends by the deadline, and the lines come once, before the failure", async () => {
+    const db = await createTestDatabase();
+    cleanups.push(db.drop);
+    const h = await startTestHerald(
+      db.url,
+      { workers: 1, jobTimeoutsMs: { 'slow-commit': 500 } },
+      {
+        handlers: {
+          'slow-commit': {
+            async run(job, jc) {
+              void jc.log('info', 'announce');
+              await jc.commit(async (tx) => {
+                await tx.query(`select herald.emit('lines:' || $1::text, 'effect', '{}')`, [job.id]);
+                await tx.query('select pg_sleep(10)');
+              });
+            },
+          },
+        },
+      },
+    );
+    cleanups.push(h.close);
+    const t0 = performance.now();
+    const { job } = await h.jobs.submit({ type: 'slow-commit', payload: {}, maxAttempts: 1 });
+    await until(async () => (await h.jobs.get(job.id))!.status === 'failed', 15_000, 'the job to fail');
+    // Cut at the deadline by the transaction's own statement_timeout, not after the 10 s sleep.
+    expect(performance.now() - t0).toBeLessThan(5000);
+    expect((await h.ctx.pool.query(`select count(*)::int as n from pg_stat_activity where wait_event = 'PgSleep'`)).rows[0].n).toBe(0);
+    expect((await jobEvents(h.ctx.pool, job.id)).map((e) => e.what)).toEqual([
+      'status:queued',
+      'status:running',
+      'log:announce',
+      'log:failed: timed out after 500 ms',
+      'status:failed',
+    ]);
+    expect((await h.ctx.pool.query(`select count(*)::int as n from herald.events where topic = $1`, [`lines:${job.id}`])).rows[0].n).toBe(0);
+  });
+
   it('pings HERALD_HEALTHCHECK_URL while healthy', async () => {
     const hits: string[] = [];
     const server = (await import('node:http')).createServer((req, res) => {
