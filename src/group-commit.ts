@@ -91,13 +91,6 @@ interface Waiter<I, O> {
   readonly reject: (err: unknown) => void;
 }
 
-/** A waiting item taken back by withdraw(), with its caller's settle functions. */
-export interface Withdrawn<I, O> {
-  readonly item: I;
-  readonly resolve: (out: O) => void;
-  readonly reject: (err: unknown) => void;
-}
-
 /** One item's answer from its flush. */
 type Answer<O> = { readonly ok: true; readonly out: O } | { readonly ok: false; readonly err: unknown };
 
@@ -124,8 +117,6 @@ export class GroupCommit<I, O> {
   private _state: GroupCommitState = 'open';
   /** Who waits for nothing to be queued or in flight: idle() and close(). */
   private idleWaiters: (() => void)[] = [];
-  /** The flushes in flight, each settled once its callers are answered (they never reject). */
-  private readonly flights = new Set<Promise<void>>();
 
   constructor(opts: GroupCommitOptions<I, O>) {
     this.write = opts.write;
@@ -192,34 +183,6 @@ export class GroupCommit<I, O> {
     this.schedule();
   }
 
-  /**
-   * Takes back the waiting items `match` picks, in queue order, before a flush takes them: for
-   * a writer that writes them itself, in a transaction of its own (the worker pool writes a
-   * run's waiting log lines in the run's commit). The caller then settles each one. Items in
-   * flight stay there: flushed() waits for them.
-   */
-  withdraw(match: (item: I) => boolean): Withdrawn<I, O>[] {
-    const taken: Withdrawn<I, O>[] = [];
-    for (let i = 0; i < this.queue.length; ) {
-      const w = this.queue[i]!;
-      if (!match(w.item)) {
-        i++;
-        continue;
-      }
-      this.queue.splice(i, 1);
-      this.queuedItems -= w.count;
-      this.queuedBytes -= w.bytes;
-      taken.push({ item: w.item, resolve: w.resolve, reject: w.reject });
-    }
-    if (taken.length > 0) this.settle();
-    return taken;
-  }
-
-  /** Resolves once the flushes in flight now have answered their callers (whatever the answers). */
-  async flushed(): Promise<void> {
-    await Promise.all(this.flights);
-  }
-
   /** Resolves once nothing is queued or in flight: everything pushed so far is answered. */
   idle(): Promise<void> {
     if (!this.busy()) return Promise.resolve();
@@ -264,8 +227,7 @@ export class GroupCommit<I, O> {
       this.poked = false;
       const batch = this.takeBatch();
       this.flushing++;
-      const flight = this.flush(batch).finally(() => this.flights.delete(flight));
-      this.flights.add(flight);
+      void this.flush(batch);
     }
   }
 

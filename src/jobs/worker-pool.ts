@@ -11,12 +11,11 @@
  * (GroupCommit). A claimed job that finds no free slot waits in this process for one, its
  * lease renewed, and starts the moment a handler returns, without waiting for the next claim;
  * the claim for the slot it took overlaps its run. A run's log lines are written before its
- * outcome, so a job's events stay in order; those still waiting when its handler commits its
- * effects are written in that transaction.
+ * outcome, so a job's events stay in order.
  */
 import { randomBytes } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
-import pg from 'pg';
+import type pg from 'pg';
 import { backoffMs } from '../backoff.ts';
 import type { Config } from '../config.ts';
 import { withTransaction } from '../db/pool.ts';
@@ -46,13 +45,7 @@ export interface WorkerPoolDeps {
 
 /** What a handler gets besides its job. */
 export interface JobContext {
-  /**
-   * Appends a log line: visible live on `job:<id>` once the promise resolves. Lines are
-   * written in the order given, before the job's outcome, so a handler need not wait for one
-   * (the promise is handled either way); those still waiting when it calls commit() are written
-   * in that transaction, ahead of its effects. If the transaction rolls back they are written
-   * the usual way, still ahead of the failure.
-   */
+  /** Appends a log line (visible live on `job:<id>` once the promise resolves). */
   log(level: LogLevel, message: string): Promise<void>;
   /** The uploaded input (publish archive), if any. */
   input(): Promise<Buffer | null>;
@@ -327,20 +320,12 @@ export class WorkerPool {
       );
     }, settings.jobLeaseMs / 3);
     // Lines are written in the order they were given (one GroupCommit, first in first out),
-    // so once the last one is written every earlier one is: the outcome waits for it. The
-    // promise log() returns is the line's own, already handled here, so a handler need not
-    // await it.
+    // so once the last one is written every earlier one is: the outcome waits for it.
     let lastLine: Promise<unknown> = Promise.resolve();
-    const lines = new WeakSet<NewLogLine>();
-    // A commit holding lines of this run (commit(), below), settled once they are written,
-    // pushed again, or known to share its fate.
-    let linesInCommit: Promise<void> = Promise.resolve();
-    const log = (level: LogLevel, message: string): Promise<void> => {
-      const item = { jobId: job.id, level, message };
-      lines.add(item);
-      const line = this.logs.push(item).then(() => undefined);
+    const log = async (level: LogLevel, message: string) => {
+      const line = this.logs.push({ jobId: job.id, level, message });
       lastLine = line.catch(() => undefined);
-      return line;
+      await line;
     };
     try {
       // Jobs that cannot run fail at once, without waiting for a slot.
@@ -352,7 +337,6 @@ export class WorkerPool {
       slot = started = true;
       const timeoutMs = settings.jobTimeoutsMs[job.type] ?? settings.jobTimeoutMs;
       timeout = setTimeout(() => aborter.abort(new HeraldError('HERALD_ERR_UNAVAILABLE', `timed out after ${timeoutMs} ms`)), timeoutMs);
-      const deadline = performance.now() + timeoutMs;
       let committed = false;
       const jc: JobContext = {
         log,
@@ -360,51 +344,15 @@ export class WorkerPool {
         signal: aborter.signal,
         commit: async (effects) => {
           if (aborter.signal.aborted) throw aborter.signal.reason;
-          // This run's lines still waiting for a flush are written in this transaction, ahead
-          // of its effects and its success: one commit, and one turn of the id lock, fewer.
-          // Its earlier lines are in a flush already, and are waited for.
-          const ours = this.logs.withdraw((l) => lines.has(l));
-          if (ours.length === 0) await lastLine;
-          else await this.logs.flushed();
-          // Until their fate is known, a failure of this run waits before it writes anything
-          // (the transaction ends by the deadline: writeLogs bounds it).
-          let settle: () => void = () => undefined;
-          if (ours.length > 0) linesInCommit = new Promise<void>((r) => (settle = r));
-          // Set once COMMIT is to be sent: from then on only the server's answer says it failed.
-          let committing = false;
-          try {
-            const { out, ids } = await withTransaction(this.deps.pool, async (tx) => {
-              const ids = await store.writeLogs(
-                ours.map((w) => w.item),
-                { client: tx, timeoutMs: deadline - performance.now() },
-              );
-              const result = await effects(tx);
-              if (aborter.signal.aborted) throw aborter.signal.reason;
-              await store.complete(tx, job.id, runId, result);
-              committing = true;
-              return { out: result, ids };
-            });
-            for (const [i, w] of ours.entries()) w.resolve(ids[i]!);
-            committed = true;
-            return out;
-          } catch (err) {
-            if (committing && !(err instanceof pg.DatabaseError)) {
-              // The connection was lost at COMMIT, which may have committed: the lines share
-              // the effects' fate, neither written again nor known to be written.
-              for (const w of ours) w.reject(err);
-              throw err;
-            }
-            // Rolled back with the effects: the lines go the usual way, with any logged
-            // meanwhile behind them, still ahead of whatever this run writes next.
-            for (const w of [...ours, ...this.logs.withdraw((l) => lines.has(l))]) {
-              const line = this.logs.push(w.item);
-              line.then(w.resolve, w.reject);
-              lastLine = line.catch(() => undefined);
-            }
-            throw err;
-          } finally {
-            settle();
-          }
+          await lastLine;
+          const out = await withTransaction(this.deps.pool, async (tx) => {
+            const result = await effects(tx);
+            if (aborter.signal.aborted) throw aborter.signal.reason;
+            await store.complete(tx, job.id, runId, result);
+            return result;
+          });
+          committed = true;
+          return out;
         },
       };
       await Promise.race([
@@ -421,9 +369,6 @@ export class WorkerPool {
       }
     } catch (err) {
       handlerDone();
-      // A time limit or a shutdown ends the run while its commit may hold lines: they go
-      // before anything its failure writes.
-      await linesInCommit;
       const e = coerceError(err);
       // Shutdown before it started (claimed ahead): give it back, queued at once with its
       // attempt returned, rather than leave it to its lease.

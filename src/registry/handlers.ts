@@ -2,10 +2,7 @@
  * The registry's job handlers. Each gets its payload checked against its type's schema
  * (job-types.ts), checks what it can before touching the store, logs what it does, and
  * applies its effects in one transaction (JobContext.commit) together with the job's success
- * and the `package:<name>` event. Lines are written in order whether or not a handler waits
- * for them; one it has not waited for when it commits is written in that transaction, so the
- * line that only announces a commit (`retracting …`) costs no commit of its own and appears with
- * the commit's effects. Publish waits for its last line, which shows while its commit runs.
+ * and the `package:<name>` event.
  */
 import type pg from 'pg';
 import type { Config } from '../config.ts';
@@ -39,7 +36,7 @@ export function createRegistryHandlers({ settings, index, pool }: HandlerDeps): 
     // A takedown request from the web form: recorded for trustees (contact details in
     // herald.takedown_requests, not in the public job), acknowledged in the job log.
     takedown: registryHandler('takedown', async (p, jc) => {
-      void jc.log('info', `takedown request for ${p.package} recorded; awaiting trustee review`);
+      await jc.log('info', `takedown request for ${p.package} recorded; awaiting trustee review`);
       await jc.commit(async () => ({ state: 'awaiting-review' }));
     }),
     'index-sync': registryHandler('index-sync', async (_p, jc) => {
@@ -50,42 +47,41 @@ export function createRegistryHandlers({ settings, index, pool }: HandlerDeps): 
       await jc.commit(async () => result);
     }),
     publish: registryHandler('publish', async ({ name, version, actor }, jc) => {
-      void jc.log('info', `publishing ${name}@${version}`);
+      await jc.log('info', `publishing ${name}@${version}`);
       const archive = await jc.input();
       if (!archive) throw new HeraldError('HERALD_ERR_BAD_REQUEST', 'the job has no archive');
-      void jc.log('debug', `checking the archive (${archive.length} bytes)`);
+      await jc.log('debug', `checking the archive (${archive.length} bytes)`);
       const info = await inspectArchive(archive, {
         maxCompressedBytes: settings.maxArchiveBytes,
         maxUncompressedBytes: settings.maxArchiveUncompressedBytes,
         maxFiles: settings.maxArchiveFiles,
       });
       assertManifestMatches(info.manifest, { name, version });
-      void jc.log('info', `archive ok: ${info.files} files, ${info.uncompressedBytes} bytes unpacked, sha256 ${info.sha256}`);
+      await jc.log('info', `archive ok: ${info.files} files, ${info.uncompressedBytes} bytes unpacked, sha256 ${info.sha256}`);
       const deps = Object.keys(info.manifest.dependencies);
-      if (deps.length) void jc.log('info', `dependencies: ${deps.map((d) => `${d}@${info.manifest.dependencies[d]}`).join(', ')}`);
-      // Waited for: the page shows it while the commit waits (for the package's lock, say).
+      if (deps.length) await jc.log('info', `dependencies: ${deps.map((d) => `${d}@${info.manifest.dependencies[d]}`).join(', ')}`);
       await jc.log('info', `recording ${name}@${version}`);
       // The submitter as recorded at submission; publish re-checks ownership in its transaction.
       await jc.commit((tx) => registry.publishVersion(tx, actor, info, archive));
     }),
     unpublish: registryHandler('unpublish', async ({ name, version, reason }, jc) => {
-      void jc.log('info', `unpublishing ${name}@${version}: ${reason}`);
+      await jc.log('info', `unpublishing ${name}@${version}: ${reason}`);
       await jc.commit((tx) => registry.unpublishVersion(tx, name, version));
     }),
     transfer: registryHandler('transfer', async ({ name, newOwner }, jc) => {
-      void jc.log('info', `transferring ${name} to ${newOwner}`);
+      await jc.log('info', `transferring ${name} to ${newOwner}`);
       await jc.commit((tx) => registry.transferPackage(tx, name, newOwner));
     }),
     retract: registryHandler('retract', async ({ name, version, retracted }, jc) => {
-      void jc.log('info', `${retracted ? 'retracting' : 'un-retracting'} ${name}@${version}`);
+      await jc.log('info', `${retracted ? 'retracting' : 'un-retracting'} ${name}@${version}`);
       await jc.commit((tx) => registry.retractVersion(tx, name, version, retracted));
     }),
     moderate: registryHandler('moderate', async ({ name, moderated, reason }, jc) => {
-      void jc.log('info', `${moderated ? 'moderating' : 'restoring'} ${name}: ${reason}`);
+      await jc.log('info', `${moderated ? 'moderating' : 'restoring'} ${name}: ${reason}`);
       await jc.commit((tx) => registry.moderatePackage(tx, name, moderated));
     }),
     advisory: registryHandler('advisory', async ({ name, id, summary, affected }, jc) => {
-      void jc.log('info', `advisory ${id} for ${name} (${affected})`);
+      await jc.log('info', `advisory ${id} for ${name} (${affected})`);
       await jc.commit((tx) => registry.upsertAdvisory(tx, name, { id, summary, affected }));
     }),
   };
