@@ -238,16 +238,26 @@ const CYCLE_IN_TX_SQL = cycleSql({
  * built in RETURNING, from the row just inserted: built from a CTE's columns, as it was, it took
  * 3 ms of a 500-line flush's 11.7 (EXPLAIN ANALYZE, 2026-12-02), against 0.4.
  */
-const LOGS_SQL = `
+const logsSql = (tail: string) => `
   with l as (
     insert into herald.job_logs (job_id, level, message, truncated)
     select i.job_id, i.level, i.message, i.truncated
     from unnest($1::bigint[], $2::smallint[], $3::text[], $4::boolean[]) with ordinality as i(job_id, level, message, truncated, ord)
     order by i.ord
     returning id, job_id, herald.job_log_json(job_logs) as line
-  )
+  )${tail}`;
+
+/** The lines in autocommit: their events appended in the statement. */
+const LOGS_SQL = logsSql(`
   select a.ids, (select count(*) from herald.append_rows(a.topics, array_fill('log'::text, array[cardinality(a.topics)]), a.datas)) as appended
-  from (select jsonb_agg(id order by id) as ids, array_agg('job:' || job_id order by id) as topics, array_agg(line order by id) as datas from l) a`;
+  from (select jsonb_agg(id order by id) as ids, array_agg('job:' || job_id order by id) as topics, array_agg(line order by id) as datas from l) a`);
+
+/** The lines inside a caller's transaction: their events staged for its COMMIT, as CYCLE_IN_TX_SQL's. */
+const LOGS_IN_TX_SQL = logsSql(`, staged as (
+    insert into herald.pending (topic, type, data)
+    select 'job:' || job_id, 'log', line from l order by id
+  )
+  select (select jsonb_agg(id order by id) from l) as ids`);
 
 function truncate(message: string): { message: string; truncated: boolean } {
   if (Buffer.byteLength(message) <= MAX_LOG_BYTES) return { message, truncated: false };
@@ -396,14 +406,14 @@ export class JobStore {
 
   /**
    * Appends log lines (each cut to MAX_LOG_BYTES) and their events in one statement, in the
-   * order given; returns their ids in that order.
+   * order given; returns their ids in that order. In `client`'s transaction when given: the
+   * events then wait for its COMMIT, as a cycle's do there.
    */
-  async writeLogs(lines: readonly NewLogLine[]): Promise<number[]> {
+  async writeLogs(lines: readonly NewLogLine[], client: pg.Pool | pg.PoolClient = this.pool): Promise<number[]> {
     const cut = lines.map((l) => truncate(l.message));
     if (lines.length === 0) return [];
-    const { rows } = await this.pool.query<{ ids: number[] }>({
-      name: 'herald_job_logs',
-      text: LOGS_SQL,
+    const { rows } = await client.query<{ ids: number[] }>({
+      ...(client === this.pool ? { name: 'herald_job_logs', text: LOGS_SQL } : { name: 'herald_job_logs_in_tx', text: LOGS_IN_TX_SQL }),
       values: [lines.map((l) => l.jobId), lines.map((l) => LOG_LEVELS[l.level]), cut.map((c) => c.message), cut.map((c) => c.truncated)],
     });
     return rows[0]!.ids;

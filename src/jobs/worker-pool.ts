@@ -43,6 +43,12 @@ export interface WorkerPoolDeps {
   readonly settings: WorkerPoolSettings;
 }
 
+/** A log line a handler hands to commit(). */
+export interface JobLine {
+  readonly level: LogLevel;
+  readonly message: string;
+}
+
 /** What a handler gets besides its job. */
 export interface JobContext {
   /** Appends a log line (visible live on `job:<id>` once the promise resolves). */
@@ -52,8 +58,11 @@ export interface JobContext {
   /**
    * Applies the effects and marks the job succeeded, in one transaction of its own. A handler
    * with no effects returns without calling it: its success is then written in a batch.
+   * `lines` are written first in that transaction, after every line log() wrote before, as
+   * part of the effects: they appear with the success, or, if it rolls back, not at all. A
+   * line that only announces the commit (`retracting …`) so costs no commit of its own.
    */
-  commit<T>(effects: (tx: pg.PoolClient) => Promise<T>): Promise<T>;
+  commit<T>(effects: (tx: pg.PoolClient) => Promise<T>, opts?: { readonly lines?: readonly JobLine[] }): Promise<T>;
   /** Aborted on timeout or shutdown. */
   signal: AbortSignal;
 }
@@ -342,10 +351,14 @@ export class WorkerPool {
         log,
         input: () => store.input(job.id),
         signal: aborter.signal,
-        commit: async (effects) => {
+        commit: async (effects, opts) => {
           if (aborter.signal.aborted) throw aborter.signal.reason;
           await lastLine;
           const out = await withTransaction(this.deps.pool, async (tx) => {
+            await store.writeLogs(
+              (opts?.lines ?? []).map((l) => ({ jobId: job.id, level: l.level, message: l.message })),
+              tx,
+            );
             const result = await effects(tx);
             if (aborter.signal.aborted) throw aborter.signal.reason;
             await store.complete(tx, job.id, runId, result);

@@ -2,7 +2,9 @@
  * The registry's job handlers. Each gets its payload checked against its type's schema
  * (job-types.ts), checks what it can before touching the store, logs what it does, and
  * applies its effects in one transaction (JobContext.commit) together with the job's success
- * and the `package:<name>` event.
+ * and the `package:<name>` event. A line that only announces that transaction (`retracting …`)
+ * is handed to commit(), which writes it in the transaction: one commit per job, not two, and
+ * the line appears with the effects. Publish logs its steps as it goes, so they show live.
  */
 import type pg from 'pg';
 import type { Config } from '../config.ts';
@@ -36,8 +38,9 @@ export function createRegistryHandlers({ settings, index, pool }: HandlerDeps): 
     // A takedown request from the web form: recorded for trustees (contact details in
     // herald.takedown_requests, not in the public job), acknowledged in the job log.
     takedown: registryHandler('takedown', async (p, jc) => {
-      await jc.log('info', `takedown request for ${p.package} recorded; awaiting trustee review`);
-      await jc.commit(async () => ({ state: 'awaiting-review' }));
+      await jc.commit(async () => ({ state: 'awaiting-review' }), {
+        lines: [{ level: 'info', message: `takedown request for ${p.package} recorded; awaiting trustee review` }],
+      });
     }),
     'index-sync': registryHandler('index-sync', async (_p, jc) => {
       if (!settings.indexSourceUrl) throw new HeraldError('HERALD_ERR_BAD_REQUEST', 'no index source is configured (HERALD_INDEX_SOURCE_URL)');
@@ -65,24 +68,27 @@ export function createRegistryHandlers({ settings, index, pool }: HandlerDeps): 
       await jc.commit((tx) => registry.publishVersion(tx, actor, info, archive));
     }),
     unpublish: registryHandler('unpublish', async ({ name, version, reason }, jc) => {
-      await jc.log('info', `unpublishing ${name}@${version}: ${reason}`);
-      await jc.commit((tx) => registry.unpublishVersion(tx, name, version));
+      await jc.commit((tx) => registry.unpublishVersion(tx, name, version), {
+        lines: [{ level: 'info', message: `unpublishing ${name}@${version}: ${reason}` }],
+      });
     }),
     transfer: registryHandler('transfer', async ({ name, newOwner }, jc) => {
-      await jc.log('info', `transferring ${name} to ${newOwner}`);
-      await jc.commit((tx) => registry.transferPackage(tx, name, newOwner));
+      await jc.commit((tx) => registry.transferPackage(tx, name, newOwner), { lines: [{ level: 'info', message: `transferring ${name} to ${newOwner}` }] });
     }),
     retract: registryHandler('retract', async ({ name, version, retracted }, jc) => {
-      await jc.log('info', `${retracted ? 'retracting' : 'un-retracting'} ${name}@${version}`);
-      await jc.commit((tx) => registry.retractVersion(tx, name, version, retracted));
+      await jc.commit((tx) => registry.retractVersion(tx, name, version, retracted), {
+        lines: [{ level: 'info', message: `${retracted ? 'retracting' : 'un-retracting'} ${name}@${version}` }],
+      });
     }),
     moderate: registryHandler('moderate', async ({ name, moderated, reason }, jc) => {
-      await jc.log('info', `${moderated ? 'moderating' : 'restoring'} ${name}: ${reason}`);
-      await jc.commit((tx) => registry.moderatePackage(tx, name, moderated));
+      await jc.commit((tx) => registry.moderatePackage(tx, name, moderated), {
+        lines: [{ level: 'info', message: `${moderated ? 'moderating' : 'restoring'} ${name}: ${reason}` }],
+      });
     }),
     advisory: registryHandler('advisory', async ({ name, id, summary, affected }, jc) => {
-      await jc.log('info', `advisory ${id} for ${name} (${affected})`);
-      await jc.commit((tx) => registry.upsertAdvisory(tx, name, { id, summary, affected }));
+      await jc.commit((tx) => registry.upsertAdvisory(tx, name, { id, summary, affected }), {
+        lines: [{ level: 'info', message: `advisory ${id} for ${name} (${affected})` }],
+      });
     }),
   };
 }

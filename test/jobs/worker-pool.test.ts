@@ -245,6 +245,74 @@ describe('batches', () => {
     expect((await pool.query('select count(*)::int as n from herald.pending')).rows[0].n).toBe(0);
   });
 
+  it("lines handed to commit() are written in its transaction, after log()'s, with the effects; rolled back, they are not written at all", async () => {
+    const db = await createTestDatabase();
+    cleanups.push(db.drop);
+    const h = await startTestHerald(
+      db.url,
+      { workers: 2 },
+      {
+        handlers: {
+          'lines-commit': {
+            async run(job, jc) {
+              void jc.log('info', 'before');
+              await jc.commit(
+                async (tx) => {
+                  await tx.query(`select herald.emit('lines:' || $1::text, 'effect', '{}')`, [job.id]);
+                },
+                {
+                  lines: [
+                    { level: 'info', message: 'one' },
+                    { level: 'debug', message: 'two' },
+                  ],
+                },
+              );
+            },
+          },
+          'lines-rollback': {
+            async run(_job, jc) {
+              await jc.commit(
+                async () => {
+                  throw new HeraldError('HERALD_ERR_BAD_REQUEST', 'refused');
+                },
+                { lines: [{ level: 'info', message: 'one' }] },
+              );
+            },
+          },
+        },
+      },
+    );
+    cleanups.push(h.close);
+    const pool = h.ctx.pool;
+    const { rows } = await pool.query<{ id: number }>(
+      `select herald.submit_job(t, '{}', null, 1)::int as id from unnest(array['lines-commit', 'lines-rollback']) with ordinality u(t, n) order by n`,
+    );
+    const [committed, rolledBack] = rows.map((r) => r.id) as [number, number];
+    await until(
+      async () => {
+        const c = await h.jobs.counts();
+        return c.succeeded + c.failed === 2;
+      },
+      10_000,
+      'both jobs to finish',
+    );
+    // One transaction: the lines, the handler's effect and the success; log()'s line before it.
+    const events = await jobEvents(pool, committed);
+    expect(events.map((e) => e.what)).toEqual(['status:queued', 'status:running', 'log:before', 'log:one', 'log:two', 'status:succeeded']);
+    const effect = await pool.query<{ id: number; tx: string }>(`select id::int, xmin::text as tx from herald.events where topic = $1`, [`lines:${committed}`]);
+    expect(effect.rows).toHaveLength(1);
+    expect(new Set([events[3]!.tx, events[4]!.tx, events[5]!.tx, effect.rows[0]!.tx]).size).toBe(1);
+    expect(events[2]!.tx).not.toBe(events[3]!.tx);
+    // Levels as stored (info 20, debug 10): each line's own.
+    const levels = await pool.query<{ level: number }>(`select level from herald.job_logs where job_id = $1 order by id`, [committed]);
+    expect(levels.rows.map((r) => r.level)).toEqual([20, 20, 10]);
+    // Rolled back with the effects: the line is not there, the failure is.
+    expect((await jobEvents(pool, rolledBack)).map((e) => e.what)).toEqual(['status:queued', 'status:running', 'log:failed: refused', 'status:failed']);
+    const lines = await pool.query<{ message: string }>(`select message from herald.job_logs where job_id = $1 order by id`, [rolledBack]);
+    expect(lines.rows.map((r) => r.message)).toEqual(['failed: refused']);
+    expect((await pool.query('select count(*)::int as n from herald.pending')).rows[0].n).toBe(0);
+  });
+
   it.each([
     { prefetch: 2, claimed: 4 },
     { prefetch: 0, claimed: 2 },
