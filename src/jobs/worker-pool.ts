@@ -58,9 +58,10 @@ export interface JobContext {
   /**
    * Applies the effects and marks the job succeeded, in one transaction of its own. A handler
    * with no effects returns without calling it: its success is then written in a batch.
-   * `lines` are written first in that transaction, after every line log() wrote before, as
-   * part of the effects: they appear with the success, or, if it rolls back, not at all. A
-   * line that only announces the commit (`retracting …`) so costs no commit of its own.
+   * `lines` are written in that transaction, after the effects and before the success (so
+   * after every line log() wrote before), as part of the effects: they appear with the
+   * success, or, if it rolls back, not at all. A line that only announces the commit
+   * (`retracting …`) so costs no commit of its own.
    */
   commit<T>(effects: (tx: pg.PoolClient) => Promise<T>, opts?: { readonly lines?: readonly JobLine[] }): Promise<T>;
   /** Aborted on timeout or shutdown. */
@@ -355,12 +356,14 @@ export class WorkerPool {
           if (aborter.signal.aborted) throw aborter.signal.reason;
           await lastLine;
           const out = await withTransaction(this.deps.pool, async (tx) => {
+            const result = await effects(tx);
+            if (aborter.signal.aborted) throw aborter.signal.reason;
+            // Last but the success, so that the lines (their ids, and the lock sql/017 takes on
+            // the job's row) are taken only as the transaction ends, after the effects' waits.
             await store.writeLogs(
               (opts?.lines ?? []).map((l) => ({ jobId: job.id, level: l.level, message: l.message })),
               tx,
             );
-            const result = await effects(tx);
-            if (aborter.signal.aborted) throw aborter.signal.reason;
             await store.complete(tx, job.id, runId, result);
             return result;
           });

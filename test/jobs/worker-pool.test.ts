@@ -303,6 +303,9 @@ describe('batches', () => {
     expect(effect.rows).toHaveLength(1);
     expect(new Set([events[3]!.tx, events[4]!.tx, events[5]!.tx, effect.rows[0]!.tx]).size).toBe(1);
     expect(events[2]!.tx).not.toBe(events[3]!.tx);
+    // Written after the effects, just before the success: the effect's event comes first.
+    const logIds = await pool.query<{ id: number }>(`select id::int from herald.events where topic = $1 and type = 'log' order by id`, [`job:${committed}`]);
+    expect(effect.rows[0]!.id).toBeLessThan(logIds.rows[1]!.id);
     // Levels as stored (info 20, debug 10): each line's own.
     const levels = await pool.query<{ level: number }>(`select level from herald.job_logs where job_id = $1 order by id`, [committed]);
     expect(levels.rows.map((r) => r.level)).toEqual([20, 20, 10]);
