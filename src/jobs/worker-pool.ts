@@ -43,11 +43,8 @@ export interface WorkerPoolDeps {
   readonly settings: WorkerPoolSettings;
 }
 
-/** A log line a handler hands to commit(). */
-export interface JobLine {
-  readonly level: LogLevel;
-  readonly message: string;
-}
+/** A log line a handler hands to commit(): a NewLogLine of its own job. */
+export type JobLine = Readonly<Omit<NewLogLine, 'jobId'>>;
 
 /** What a handler gets besides its job. */
 export interface JobContext {
@@ -361,7 +358,7 @@ export class WorkerPool {
             // Last but the success, so that the lines (their ids, and the lock sql/017 takes on
             // the job's row) are taken only as the transaction ends, after the effects' waits.
             await store.writeLogs(
-              (opts?.lines ?? []).map((l) => ({ jobId: job.id, level: l.level, message: l.message })),
+              (opts?.lines ?? []).map((l) => ({ ...l, jobId: job.id })),
               tx,
             );
             await store.complete(tx, job.id, runId, result);
